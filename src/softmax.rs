@@ -1,0 +1,65 @@
+//! The numerically stable softmax of one row.
+
+use crate::error::{Error, Operand};
+use crate::real::Real;
+
+/// Replaces a row of scores by its softmax, `exp(s_j - max) / sum_k exp(s_k - max)`.
+///
+/// Subtracting the row maximum first keeps every exponent at or below zero, so no
+/// `exp` overflows and the sum is at least 1 (the maximum contributes `exp(0)`): there
+/// is no 0/0, however large or negative the scores. Negative infinity is a masked
+/// score and gets probability 0. An empty row is left empty.
+///
+/// # Errors
+///
+/// - [`Error::NonFiniteInput`] naming [`Operand::Scores`] when a score is NaN or
+///   positive infinity.
+/// - [`Error::AllScoresMasked`] when every score is negative infinity.
+///
+/// The row is unchanged after an error.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::softmax_in_place;
+///
+/// let mut row = [1000.0_f64, 1000.0, f64::NEG_INFINITY];
+/// softmax_in_place(&mut row)?;
+/// assert_eq!(row, [0.5, 0.5, 0.0]);
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn softmax_in_place<T: Real>(row: &mut [T]) -> Result<(), Error> {
+    if let Some(index) = row
+        .iter()
+        .position(|&score| score.is_nan() || score == T::infinity())
+    {
+        return Err(Error::NonFiniteInput {
+            operand: Operand::Scores,
+            index,
+        });
+    }
+    let max = row.iter().fold(T::neg_infinity(), |max, &score| max.max(score));
+    if max == T::neg_infinity() {
+        return if row.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::AllScoresMasked)
+        };
+    }
+    softmax_finite_max(row, max);
+    Ok(())
+}
+
+/// Replaces `row` by its softmax, given its finite maximum.
+///
+/// Scores may be negative infinity (they become 0) but not NaN or positive infinity.
+pub(crate) fn softmax_finite_max<T: Real>(row: &mut [T], max: T) {
+    let mut sum = T::zero();
+    for score in row.iter_mut() {
+        *score = (*score - max).exp();
+        sum = sum + *score;
+    }
+    for probability in row.iter_mut() {
+        *probability = *probability / sum;
+    }
+}

@@ -1,0 +1,165 @@
+//! The steps of the straightforward path, each usable on its own.
+//!
+//! [`attention`](crate::attention) runs them in this order: merge the adapter
+//! ([`merge_adapter`](crate::merge_adapter)), [`project`] three times, then for each
+//! row [`score`], [`softmax_in_place`](crate::softmax_in_place) and [`weighted_sum`].
+
+use crate::adapter::{check_finite, check_len, check_result};
+use crate::error::{Error, Operand};
+use crate::linalg::{matmul, matmul_transposed};
+use crate::real::Real;
+use crate::shape::Shape;
+
+/// Returns `1 / sqrt(dim)`, the factor applied to every score.
+pub(crate) fn inverse_sqrt<T: Real>(dim: usize) -> Result<T, Error> {
+    let dim = T::from(dim).ok_or(Error::SizeOverflow)?;
+    Ok(T::one() / dim.sqrt())
+}
+
+/// Checks `shape` and returns `(seq_len * dim, dim * dim)`.
+fn shape_lengths(shape: Shape) -> Result<(usize, usize), Error> {
+    shape.validate()?;
+    let input_len = shape.input_len().ok_or(Error::SizeOverflow)?;
+    let weight_len = shape.weight_len().ok_or(Error::SizeOverflow)?;
+    Ok((input_len, weight_len))
+}
+
+/// Computes a projection `out = x W^T`: row `i` of `out` is `W` times row `i` of `x`.
+///
+/// `x` and `out` are `seq_len x dim`, `W` is `dim x dim`, all row-major. The rank of
+/// `shape` is not used.
+///
+/// # Errors
+///
+/// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
+///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `x` or
+///   `W` holds NaN or an infinity. Nothing is written then.
+/// - [`Error::NonFiniteResult`] naming [`Operand::Output`] when a product overflows;
+///   `out` then holds the products, the non-finite ones included.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::{project, Shape};
+///
+/// let shape = Shape::new(1, 2, 0);
+/// let mut out = [0.0; 2];
+/// project(shape, &[1.0, 2.0], &[1.0, 1.0, 0.0, -1.0], &mut out)?;
+/// assert_eq!(out, [3.0, -2.0]);
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn project<T: Real>(shape: Shape, x: &[T], weight: &[T], out: &mut [T]) -> Result<(), Error> {
+    let (input_len, weight_len) = shape_lengths(shape)?;
+    check_len(Operand::Input, input_len, x.len())?;
+    check_len(Operand::ProjectionWeight, weight_len, weight.len())?;
+    check_len(Operand::Output, input_len, out.len())?;
+    check_finite(Operand::Input, x)?;
+    check_finite(Operand::ProjectionWeight, weight)?;
+
+    matmul_transposed(x, weight, shape.dim, shape.dim, out);
+    check_result(Operand::Output, out)
+}
+
+/// Computes scaled scores for a block of query rows: `out = (q k^T) * (1 / sqrt(dim))`.
+///
+/// `q` holds whole rows of `dim` values, `k` is `seq_len x dim`, `out` one row of
+/// `seq_len` scores per row of `q`. Lengths are the caller's to check.
+pub(crate) fn score_rows<T: Real>(
+    q: &[T],
+    k: &[T],
+    dim: usize,
+    seq_len: usize,
+    inverse_sqrt_dim: T,
+    out: &mut [T],
+) {
+    matmul_transposed(q, k, dim, seq_len, out);
+    for score in out.iter_mut() {
+        *score = *score * inverse_sqrt_dim;
+    }
+}
+
+/// Computes the scaled score matrix `S = (Q K^T) * (1 / sqrt(dim))`.
+///
+/// `Q` and `K` are `seq_len x dim`, `S` is `seq_len x seq_len`, all row-major: `S[i][j]`
+/// is how strongly query `i` attends to key `j` before the softmax. The product is
+/// formed first and then multiplied by `1 / sqrt(dim)`, in that order.
+///
+/// # Errors
+///
+/// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
+///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `Q` or
+///   `K` holds NaN or an infinity. Nothing is written then.
+/// - [`Error::NonFiniteResult`] naming [`Operand::Scores`] when a score overflows;
+///   `S` then holds every score, the non-finite ones included.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::{score, Shape};
+///
+/// let shape = Shape::new(2, 4, 0);
+/// let q = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0];
+/// let k = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+/// let mut s = [0.0; 4];
+/// score(shape, &q, &k, &mut s)?;
+/// assert_eq!(s, [0.5, 0.5, 0.0, 1.0]);
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn score<T: Real>(shape: Shape, q: &[T], k: &[T], scores: &mut [T]) -> Result<(), Error> {
+    let (input_len, _) = shape_lengths(shape)?;
+    let scores_len = shape.scores_len().ok_or(Error::SizeOverflow)?;
+    check_len(Operand::Query, input_len, q.len())?;
+    check_len(Operand::Key, input_len, k.len())?;
+    check_len(Operand::Scores, scores_len, scores.len())?;
+    check_finite(Operand::Query, q)?;
+    check_finite(Operand::Key, k)?;
+
+    let inverse_sqrt_dim = inverse_sqrt(shape.dim)?;
+    score_rows(q, k, shape.dim, shape.seq_len, inverse_sqrt_dim, scores);
+    check_result(Operand::Scores, scores)
+}
+
+/// Computes the attention output `O = P V`: row `i` of `O` is the average of the rows
+/// of `V` weighted by row `i` of `P`.
+///
+/// `P` is `seq_len x seq_len` (normally softmax probabilities, though any finite
+/// weights are accepted), `V` and `O` are `seq_len x dim`, all row-major.
+///
+/// # Errors
+///
+/// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
+///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `P` or
+///   `V` holds NaN or an infinity. Nothing is written then.
+/// - [`Error::NonFiniteResult`] naming [`Operand::Output`] when a sum overflows; `O`
+///   then holds every sum, the non-finite ones included.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::{weighted_sum, Shape};
+///
+/// let shape = Shape::new(2, 1, 0);
+/// let p = [0.25, 0.75, 1.0, 0.0];
+/// let v = [4.0, 8.0];
+/// let mut o = [0.0; 2];
+/// weighted_sum(shape, &p, &v, &mut o)?;
+/// assert_eq!(o, [7.0, 4.0]);
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn weighted_sum<T: Real>(
+    shape: Shape,
+    probabilities: &[T],
+    v: &[T],
+    out: &mut [T],
+) -> Result<(), Error> {
+    let (input_len, _) = shape_lengths(shape)?;
+    let scores_len = shape.scores_len().ok_or(Error::SizeOverflow)?;
+    check_len(Operand::Probabilities, scores_len, probabilities.len())?;
+    check_len(Operand::Value, input_len, v.len())?;
+    check_len(Operand::Output, input_len, out.len())?;
+    check_finite(Operand::Probabilities, probabilities)?;
+    check_finite(Operand::Value, v)?;
+
+    matmul(probabilities, v, shape.seq_len, shape.dim, out);
+    check_result(Operand::Output, out)
+}
