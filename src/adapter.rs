@@ -130,11 +130,7 @@ fn adapter_term<T: Real>(
         .chunks_exact(shape.rank)
         .nth(row)
         .unwrap_or_default();
-    let a_column = adapter
-        .a
-        .iter()
-        .skip(column)
-        .step_by(shape.in_features);
+    let a_column = adapter.a.iter().skip(column).step_by(shape.in_features);
     let sum = b_row
         .iter()
         .zip(a_column)

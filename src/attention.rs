@@ -39,9 +39,21 @@ pub(crate) fn validate_inputs<T: Real>(
     let input_len = shape.input_len().ok_or(Error::SizeOverflow)?;
     let weight_len = shape.weight_len().ok_or(Error::SizeOverflow)?;
     check_len(Operand::Input, input_len, x.len())?;
-    check_len(Operand::Weight(Projection::Query), weight_len, weights.wq.len())?;
-    check_len(Operand::Weight(Projection::Key), weight_len, weights.wk.len())?;
-    check_len(Operand::Weight(Projection::Value), weight_len, weights.wv.len())?;
+    check_len(
+        Operand::Weight(Projection::Query),
+        weight_len,
+        weights.wq.len(),
+    )?;
+    check_len(
+        Operand::Weight(Projection::Key),
+        weight_len,
+        weights.wk.len(),
+    )?;
+    check_len(
+        Operand::Weight(Projection::Value),
+        weight_len,
+        weights.wv.len(),
+    )?;
     check_len(Operand::Output, input_len, out.len())?;
     let scale = crate::adapter::validate_adapter(
         shape.query_adapter(),
@@ -59,7 +71,10 @@ pub(crate) fn validate_inputs<T: Real>(
 ///
 /// Callers check the scratch length first; the error is a fallback that keeps this
 /// free of panics.
-pub(crate) fn split_scratch<T>(scratch: &mut [T], len: usize) -> Result<(&mut [T], &mut [T]), Error> {
+pub(crate) fn split_scratch<T>(
+    scratch: &mut [T],
+    len: usize,
+) -> Result<(&mut [T], &mut [T]), Error> {
     let actual = scratch.len();
     scratch
         .split_at_mut_checked(len)
@@ -236,7 +251,9 @@ fn compute_blocked<T: Real>(
             });
         }
         for row in block_scores.chunks_exact_mut(seq_len) {
-            let max = row.iter().fold(T::neg_infinity(), |max, &score| max.max(score));
+            let max = row
+                .iter()
+                .fold(T::neg_infinity(), |max, &score| max.max(score));
             softmax_finite_max(row, max);
         }
         matmul(block_scores, v, seq_len, dim, out_block);

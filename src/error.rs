@@ -238,10 +238,9 @@ impl fmt::Display for Error {
                 f,
                 "{operand} contains a non-finite value (NaN or infinity) at index {index}"
             ),
-            Error::NonFiniteResult { operand, index } => write!(
-                f,
-                "{operand} overflows: element {index} is infinite or NaN"
-            ),
+            Error::NonFiniteResult { operand, index } => {
+                write!(f, "{operand} overflows: element {index} is infinite or NaN")
+            }
             Error::InvalidScale => f.write_str("the adapter scale is not a finite number"),
             Error::AllScoresMasked => {
                 f.write_str("every score of the softmax row is masked (negative infinity)")

@@ -60,11 +60,7 @@ pub(crate) const fn min(a: usize, b: usize) -> usize {
 impl Shape {
     /// Creates a shape from `b`, `d` and `r`.
     pub const fn new(seq_len: usize, dim: usize, rank: usize) -> Self {
-        Shape {
-            seq_len,
-            dim,
-            rank,
-        }
+        Shape { seq_len, dim, rank }
     }
 
     /// Returns the length of `x` and of the output: `seq_len * dim`.

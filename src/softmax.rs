@@ -38,7 +38,9 @@ pub fn softmax_in_place<T: Real>(row: &mut [T]) -> Result<(), Error> {
             index,
         });
     }
-    let max = row.iter().fold(T::neg_infinity(), |max, &score| max.max(score));
+    let max = row
+        .iter()
+        .fold(T::neg_infinity(), |max, &score| max.max(score));
     if max == T::neg_infinity() {
         return if row.is_empty() {
             Ok(())
