@@ -236,6 +236,22 @@ fn compute_blocked<T: Real>(
     check_result(Operand::Value, v)?;
 
     // Step 3: scores, softmax and weighted sum, one block of query rows at a time.
+    attend_in_blocks(q, k, v, shape, block_rows, scores, out)
+}
+
+/// Computes `out = softmax(Q K^T / sqrt(d)) V` from projected `Q`, `K` and `V`,
+/// `block_rows` query rows at a time, with `scores` holding at least
+/// `block_rows * seq_len` values.
+pub(crate) fn attend_in_blocks<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: Shape,
+    block_rows: usize,
+    scores: &mut [T],
+    out: &mut [T],
+) -> Result<(), Error> {
+    let Shape { seq_len, dim, .. } = shape;
     let inverse_sqrt_dim = inverse_sqrt(dim)?;
     let blocks = q
         .chunks(block_rows * dim)

@@ -51,6 +51,8 @@ pub enum Operand {
     Key,
     /// The values `V`.
     Value,
+    /// The queries folded through the key weight, `Wk^T q`, in the streaming path.
+    FoldedQuery,
     /// The scaled scores `Q K^T / sqrt(d)`.
     Scores,
     /// The softmax probabilities, one row per query.
@@ -80,6 +82,7 @@ impl fmt::Display for Operand {
             Operand::Query => f.write_str("Q"),
             Operand::Key => f.write_str("K"),
             Operand::Value => f.write_str("V"),
+            Operand::FoldedQuery => f.write_str("the folded queries Wk^T q"),
             Operand::Scores => f.write_str("the scores Q K^T / sqrt(d)"),
             Operand::Probabilities => f.write_str("the softmax probabilities"),
             Operand::HeadOutput => f.write_str("the attention output before Wo"),

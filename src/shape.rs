@@ -112,6 +112,30 @@ impl Shape {
         add(add(self.weight_len(), projections), scores)
     }
 
+    /// Returns the scratch length of [`attention_factored`](crate::attention_factored):
+    /// `3 * seq_len * dim + min(block_rows, seq_len) * seq_len + rank`.
+    ///
+    /// The scratch holds `Q`, `K`, `V`, `block_rows` rows of scores and `A x` for one
+    /// row; there is no `dim x dim` term.
+    pub const fn factored_scratch_len(self, block_rows: usize) -> Option<usize> {
+        let rows = min(block_rows, self.seq_len);
+        let projections = mul(Some(3), self.input_len());
+        let scores = mul(Some(rows), Some(self.seq_len));
+        add(add(projections, scores), Some(self.rank))
+    }
+
+    /// Returns the scratch length of [`attention_streaming`](crate::attention_streaming):
+    /// `min(block_rows, seq_len) * max(3 * dim + rank, 2 * dim + 3)`.
+    ///
+    /// Apart from the cap at `seq_len`, it does not depend on `seq_len`: each row of
+    /// the block needs `3 * dim + rank` values (two more when `dim + rank < 3`).
+    pub const fn streaming_scratch_len(self, block_rows: usize) -> Option<usize> {
+        let rows = min(block_rows, self.seq_len);
+        let front = crate::streaming::streaming_front_len(self.dim, self.rank);
+        let row = add(front, mul(Some(2), Some(self.dim)));
+        mul(Some(rows), row)
+    }
+
     /// Checks that `seq_len` and `dim` are at least 1 and that the lengths of `x`, the
     /// weights and the adapter fit in `usize`.
     ///

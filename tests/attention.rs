@@ -232,7 +232,9 @@ fn wrong_lengths_are_rejected_untouched() {
     let scratch_len = SHAPE.attention_scratch_len().unwrap();
     let short = [0.0; 5];
 
-    let cases: Vec<(Operand, Weights<'_, f64>, &[f64], usize, usize)> = vec![
+    // (operand, weights, x, its wrong length, the length the shape requires)
+    type Case<'a> = (Operand, Weights<'a, f64>, &'a [f64], usize, usize);
+    let cases: Vec<Case<'_>> = vec![
         (Operand::Input, problem.weights(), &short, 5, 6),
         (
             Operand::Weight(Projection::Query),

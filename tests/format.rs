@@ -108,11 +108,11 @@ fn non_finite_values_print_as_core_does() {
 
 #[test]
 fn judge_line_matches_std_line() {
-    let values = [0.5, -0.25, 1e-5, -1e-5, 3.14159, -2.71828];
+    let values = [0.5, -0.25, 1e-5, -1e-5, 1.23456, -9.87654];
     let mut line = String::new();
     write_judge_line(&mut line, &values).unwrap();
     assert_eq!(line, judge_line_std(&values));
-    assert_eq!(line, "0.5000 -0.2500 0.0000 0.0000 3.1416 -2.7183\n");
+    assert_eq!(line, "0.5000 -0.2500 0.0000 0.0000 1.2346 -9.8765\n");
 }
 
 #[test]

@@ -1,0 +1,131 @@
+//! The factored-adapter path: the straightforward path without the merged weight.
+
+use crate::adapter::check_result;
+use crate::attention::{attend_in_blocks, check_scratch, split_scratch, validate_inputs, Weights};
+use crate::error::{Dimension, Error, Operand};
+use crate::linalg::{dot, matmul_transposed};
+use crate::real::Real;
+use crate::shape::{min, Shape};
+
+/// Computes [`attention`](crate::attention)'s result with the adapter applied as
+/// `q = Wq x + s B (A x)`, never forming `Wq + s B A`.
+///
+/// The weights are only read, so they can stay in flash, and the scratch has no
+/// `dim x dim` term: it holds `Q`, `K`, `V` (`seq_len x dim` each), `block_rows` rows
+/// of scores and the `rank` values of `A x` for one row, in that order
+/// ([`Shape::factored_scratch_len`]). Scores, softmax and weighted sum are those of
+/// [`attention_blocked`](crate::attention_blocked). The queries round differently
+/// from the merged form's (by a few units in the last place), so results agree with
+/// it to about 1e-15 relative, not bit for bit.
+///
+/// # Errors
+///
+/// As [`attention_blocked`](crate::attention_blocked), except that no error names
+/// [`Operand::MergedQueryWeight`]: an overflow in the adapter term is reported as
+/// [`Operand::Query`]. After a numeric error `out` is filled with NaN.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::{attention_factored, Adapter, Scaling, Shape, Weights};
+///
+/// const SHAPE: Shape = Shape::new(2, 2, 1);
+/// const SCRATCH: usize = match SHAPE.factored_scratch_len(2) {
+///     Some(len) => len,
+///     None => panic!("shape too large"),
+/// };
+/// static WQ: [f32; 4] = [1.0, 0.0, 0.0, 1.0];
+/// static A: [f32; 2] = [1.0, 1.0];
+/// static B: [f32; 2] = [0.5, -0.5];
+///
+/// let weights = Weights { wq: &WQ, wk: &WQ, wv: &WQ, adapter: Adapter::new(&A, &B, Scaling::One) };
+/// let mut scratch = [0.0_f32; SCRATCH];
+/// let mut out = [0.0; 4];
+/// attention_factored(SHAPE, &[1.0, 2.0, 3.0, 4.0], &weights, 2, &mut scratch, &mut out)?;
+/// assert!(out.iter().all(|v| v.is_finite()));
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn attention_factored<T: Real>(
+    shape: Shape,
+    x: &[T],
+    weights: &Weights<'_, T>,
+    block_rows: usize,
+    scratch: &mut [T],
+    out: &mut [T],
+) -> Result<(), Error> {
+    let scale = validate_inputs(shape, x, weights, out)?;
+    if block_rows == 0 {
+        return Err(Error::ZeroDimension {
+            dimension: Dimension::BlockRows,
+        });
+    }
+    let block_rows = min(block_rows, shape.seq_len);
+    let required = check_scratch(shape.factored_scratch_len(block_rows), scratch.len())?;
+
+    let result = compute_factored(shape, x, weights, scale, block_rows, required, scratch, out);
+    if result.is_err() {
+        out.fill(T::nan());
+    }
+    result
+}
+
+/// Writes the queries `Q = x Wq^T + s (x A^T) B^T` one row at a time, with `adapter_row`
+/// (length `rank`) holding `A x` for the current row.
+pub(crate) fn factored_queries<T: Real>(
+    x: &[T],
+    weights: &Weights<'_, T>,
+    dim: usize,
+    rank: usize,
+    scale: T,
+    adapter_row: &mut [T],
+    q: &mut [T],
+) {
+    matmul_transposed(x, weights.wq, dim, dim, q);
+    if rank == 0 {
+        return;
+    }
+    let a = weights.adapter.a;
+    let b = weights.adapter.b;
+    for (x_row, q_row) in x.chunks_exact(dim).zip(q.chunks_exact_mut(dim)) {
+        // Step 1: A x, the row projected into the rank-r space.
+        for (value, a_row) in adapter_row.iter_mut().zip(a.chunks_exact(dim)) {
+            *value = dot(a_row, x_row);
+        }
+        // Step 2: q += s B (A x).
+        for (q_element, b_row) in q_row.iter_mut().zip(b.chunks_exact(rank)) {
+            *q_element = scale.multiply_add(dot(b_row, adapter_row), *q_element);
+        }
+    }
+}
+
+/// Runs the factored path on validated inputs.
+#[allow(clippy::too_many_arguments)]
+fn compute_factored<T: Real>(
+    shape: Shape,
+    x: &[T],
+    weights: &Weights<'_, T>,
+    scale: T,
+    block_rows: usize,
+    scratch_len: usize,
+    scratch: &mut [T],
+    out: &mut [T],
+) -> Result<(), Error> {
+    let Shape { seq_len, dim, rank } = shape;
+    let input_len = seq_len * dim;
+    let (scratch, _) = split_scratch(scratch, scratch_len)?;
+    let (q, rest) = split_scratch(scratch, input_len)?;
+    let (k, rest) = split_scratch(rest, input_len)?;
+    let (v, rest) = split_scratch(rest, input_len)?;
+    let (scores, adapter_row) = split_scratch(rest, block_rows * seq_len)?;
+
+    // Step 1: the three projections, the query's with the adapter factored.
+    factored_queries(x, weights, dim, rank, scale, adapter_row, q);
+    check_result(Operand::Query, q)?;
+    matmul_transposed(x, weights.wk, dim, dim, k);
+    check_result(Operand::Key, k)?;
+    matmul_transposed(x, weights.wv, dim, dim, v);
+    check_result(Operand::Value, v)?;
+
+    // Step 2: scores, softmax and weighted sum, as the merged path does them.
+    attend_in_blocks(q, k, v, shape, block_rows, scores, out)
+}
