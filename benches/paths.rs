@@ -76,7 +76,11 @@ impl<T: Real> Inputs<T> {
 
 /// The formula in plain triple loops, allocating as it goes: the baseline.
 fn triple_loop<T: Real>(shape: Shape, inputs: &Inputs<T>) -> Vec<T> {
-    let Shape { seq_len: b, dim: d, rank: r } = shape;
+    let Shape {
+        seq_len: b,
+        dim: d,
+        rank: r,
+    } = shape;
     let mut merged = inputs.wq.clone();
     for i in 0..d {
         for j in 0..d {
@@ -146,8 +150,16 @@ fn bench_type<T: Real + std::fmt::Debug>(c: &mut Criterion, type_name: &str) {
         let baseline = triple_loop(shape, &inputs);
 
         let paths: [(&str, PathFn<T>, usize); 3] = [
-            ("straightforward", straightforward::<T>, shape.attention_scratch_len().unwrap()),
-            ("factored", factored::<T>, shape.factored_scratch_len(b).unwrap()),
+            (
+                "straightforward",
+                straightforward::<T>,
+                shape.attention_scratch_len().unwrap(),
+            ),
+            (
+                "factored",
+                factored::<T>,
+                shape.factored_scratch_len(b).unwrap(),
+            ),
             (
                 "streaming-16",
                 streaming::<T>,
@@ -175,17 +187,29 @@ fn bench_type<T: Real + std::fmt::Debug>(c: &mut Criterion, type_name: &str) {
             let magnitude = baseline.iter().fold(T::one(), |m, v| m.max(v.abs()));
             let tolerance = T::epsilon().sqrt() * magnitude;
             for (value, expected) in out.iter().zip(&baseline) {
-                assert!((*value - *expected).abs() <= tolerance, "{name}: {value:?} != {expected:?}");
+                assert!(
+                    (*value - *expected).abs() <= tolerance,
+                    "{name}: {value:?} != {expected:?}"
+                );
             }
 
             group.bench_function(BenchmarkId::from_parameter(name), |bencher| {
                 bencher.iter(|| {
-                    path(shape, black_box(&inputs.x), &weights, &mut scratch, &mut out);
+                    path(
+                        shape,
+                        black_box(&inputs.x),
+                        &weights,
+                        &mut scratch,
+                        &mut out,
+                    );
                     black_box(&out);
                 })
             });
         }
-        println!("{group_name}/triple-loop: allocates {} bytes", (d * d + 4 * b * d + b) * std::mem::size_of::<T>());
+        println!(
+            "{group_name}/triple-loop: allocates {} bytes",
+            (d * d + 4 * b * d + b) * std::mem::size_of::<T>()
+        );
         group.bench_function(BenchmarkId::from_parameter("triple-loop"), |bencher| {
             bencher.iter(|| black_box(triple_loop(shape, black_box(&inputs))))
         });
