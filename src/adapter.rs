@@ -164,7 +164,7 @@ fn validate_weight_and_adapter<T: Real>(
 /// - [`Error::LengthMismatch`] when a slice does not match `shape`, and
 ///   [`Error::NonFiniteInput`] or [`Error::InvalidScale`] for a NaN or infinite
 ///   input. Nothing is written then.
-/// - [`Error::NonFiniteResult`] naming [`Operand::MergedQueryWeight`] when an element
+/// - [`Error::NonFiniteResult`] naming [`Operand::MergedWeight`] when an element
 ///   of the sum overflows; `merged` then holds the partial sums, including the element
 ///   that overflowed.
 ///
@@ -191,7 +191,7 @@ pub fn merge_adapter<T: Real>(
 ) -> Result<(), Error> {
     let scale = validate_weight_and_adapter(shape, target, weight, adapter)?;
     let weight_len = shape.weight_len().ok_or(Error::SizeOverflow)?;
-    check_len(Operand::MergedQueryWeight, weight_len, merged.len())?;
+    check_len(Operand::MergedWeight(target), weight_len, merged.len())?;
 
     if shape.rank == 0 || shape.in_features == 0 {
         merged.copy_from_slice(weight);
@@ -206,7 +206,7 @@ pub fn merge_adapter<T: Real>(
             *merged_element = weight_element + *merged_element;
         }
     }
-    check_result(Operand::MergedQueryWeight, merged)
+    check_result(Operand::MergedWeight(target), merged)
 }
 
 /// Adds `s B A` to a weight the caller owns: `W <- W + s B A`.

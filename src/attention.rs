@@ -169,7 +169,7 @@ pub fn attention<T: Real>(
 ///   [`Error::InvalidScale`] when the adapter scale is not finite.
 ///
 /// [`Error::NonFiniteResult`] reports an intermediate that overflowed to infinity or
-/// NaN: [`Operand::MergedQueryWeight`], [`Operand::Query`], [`Operand::Key`],
+/// NaN: [`Operand::MergedWeight`] (of the query), [`Operand::Query`], [`Operand::Key`],
 /// [`Operand::Value`], [`Operand::Scores`] or [`Operand::Output`], with the index of
 /// the first bad element. `out` is then filled with NaN so that a caller who ignores
 /// the error cannot mistake it for a result; the scratch holds the intermediates.

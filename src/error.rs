@@ -43,8 +43,8 @@ pub enum Operand {
     AdapterB(Projection),
     /// The weight matrix passed to [`project`](crate::project).
     ProjectionWeight,
-    /// The query weight with the adapter merged in, `Wq + s B A`.
-    MergedQueryWeight,
+    /// A weight with its adapter merged in, `W + s B A`.
+    MergedWeight(Projection),
     /// The queries `Q`.
     Query,
     /// The keys `K`.
@@ -78,7 +78,7 @@ impl fmt::Display for Operand {
             Operand::AdapterA(p) => write!(f, "A of the {}-adapter", p.letter()),
             Operand::AdapterB(p) => write!(f, "B of the {}-adapter", p.letter()),
             Operand::ProjectionWeight => f.write_str("the projection weight W"),
-            Operand::MergedQueryWeight => f.write_str("the merged query weight Wq + s B A"),
+            Operand::MergedWeight(p) => write!(f, "the merged weight W{} + s B A", p.letter()),
             Operand::Query => f.write_str("Q"),
             Operand::Key => f.write_str("K"),
             Operand::Value => f.write_str("V"),
@@ -199,6 +199,9 @@ pub enum Error {
     },
     /// The rotary embedding base is not a finite positive number.
     InvalidRopeBase,
+    /// The configuration has a bias or adapter on the output projection but no
+    /// output projection.
+    OutputProjectionMissing,
     /// The decoding cache holds as many tokens as it can.
     CacheFull {
         /// The number of tokens the cache can hold.
@@ -261,6 +264,9 @@ impl fmt::Display for Error {
             Error::InvalidRopeBase => {
                 f.write_str("the rotary embedding base must be a finite number above 0")
             }
+            Error::OutputProjectionMissing => f.write_str(
+                "a bias or adapter on the output projection needs an output projection Wo",
+            ),
             Error::CacheFull { capacity } => {
                 write!(f, "the decoding cache is full: it holds {capacity} tokens")
             }

@@ -21,7 +21,7 @@ use crate::shape::{min, Shape};
 /// # Errors
 ///
 /// As [`attention_blocked`](crate::attention_blocked), except that no error names
-/// [`Operand::MergedQueryWeight`]: an overflow in the adapter term is reported as
+/// [`Operand::MergedWeight`]: an overflow in the adapter term is reported as
 /// [`Operand::Query`]. After a numeric error `out` is filled with NaN.
 ///
 /// # Example

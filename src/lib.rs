@@ -80,6 +80,8 @@ mod error;
 mod factored;
 mod format;
 mod linalg;
+mod multihead;
+mod online;
 mod real;
 mod scaling;
 mod shape;
@@ -92,6 +94,10 @@ pub use attention::{attention, attention_blocked, Weights};
 pub use error::{Dimension, Error, Operand, Projection, StreamingLimit};
 pub use factored::attention_factored;
 pub use format::{write_fixed4, write_judge_line, Fixed4};
+pub use multihead::{
+    decode_step, multi_head_attention, AdapterMode, AttentionConfig, AttentionWeights, Form,
+    KvCache, PerProjection, Plan, RotaryEmbedding,
+};
 pub use real::Real;
 pub use scaling::Scaling;
 pub use shape::{AdapterShape, Shape};

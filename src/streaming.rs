@@ -4,7 +4,8 @@
 use crate::attention::{check_scratch, split_scratch, validate_inputs, Weights};
 use crate::error::{Dimension, Error, Operand};
 use crate::factored::factored_queries;
-use crate::linalg::{dot, first_non_finite, matmul, matmul_transposed};
+use crate::linalg::{first_non_finite, matmul, matmul_transposed};
+use crate::online::{self, Rows};
 use crate::real::Real;
 use crate::shape::{min, Shape};
 use crate::steps::inverse_sqrt;
@@ -180,91 +181,49 @@ impl<T: Real> OnlinePass<'_, T> {
         let dim = self.dim;
         // The front length is at least 3, so at least one key fits.
         let keys_per_block = min(KEY_BLOCK, self.front_len.saturating_sub(2)).max(1);
-        for state in states.chunks_exact_mut(self.front_len) {
-            state.fill(T::zero());
-            if let Some(max) = state.first_mut() {
-                *max = T::neg_infinity();
-            }
+        let rows = Rows {
+            data: self.x,
+            stride: dim,
+            offset: 0,
+            width: dim,
+        };
+        for (state, sum) in states
+            .chunks_exact_mut(self.front_len)
+            .zip(sums.chunks_exact_mut(dim))
+        {
+            online::start(state, sum);
         }
-        sums.fill(T::zero());
 
-        for (key_block_index, keys) in self.x.chunks(keys_per_block * dim).enumerate() {
-            let first_key = key_block_index * keys_per_block;
-            let rows = folded
+        // Every query of the block reads a block of keys while it is in cache.
+        let mut first_key = 0;
+        while first_key < self.seq_len {
+            let count = min(keys_per_block, self.seq_len - first_key);
+            let queries = folded
                 .chunks_exact(dim)
                 .zip(states.chunks_exact_mut(self.front_len))
                 .zip(sums.chunks_exact_mut(dim));
-            for (row, ((query, state), sum)) in rows.enumerate() {
+            for (row, ((query, state), sum)) in queries.enumerate() {
                 let score_offset = (self.first_row + row) * self.seq_len + first_key;
-                self.update_row(query, keys, state, sum, score_offset)?;
+                online::update(
+                    query,
+                    rows,
+                    rows,
+                    first_key,
+                    count,
+                    self.inverse_sqrt_dim,
+                    state,
+                    sum,
+                    score_offset,
+                )?;
             }
+            first_key += count;
         }
 
-        // Divide each weighted sum by its softmax denominator.
-        let rows = states
+        for (state, sum) in states
             .chunks_exact(self.front_len)
-            .zip(sums.chunks_exact_mut(dim));
-        for (state, sum) in rows {
-            let denominator = state.get(1).copied().unwrap_or_else(T::one);
-            for element in sum.iter_mut() {
-                *element = *element / denominator;
-            }
-        }
-        Ok(())
-    }
-
-    /// Scores one query against a block of keys and folds them into its running
-    /// maximum, denominator and weighted sum.
-    fn update_row(
-        &self,
-        query: &[T],
-        keys: &[T],
-        state: &mut [T],
-        sum: &mut [T],
-        score_offset: usize,
-    ) -> Result<(), Error> {
-        let Some(([running_max, denominator], scores)) = state.split_first_chunk_mut::<2>() else {
-            return Err(Error::ScratchTooSmall {
-                required: 2,
-                actual: state.len(),
-            });
-        };
-
-        // Step 1: the scores of this block and their maximum.
-        let mut block_max = T::neg_infinity();
-        for (index, (score, key)) in scores
-            .iter_mut()
-            .zip(keys.chunks_exact(self.dim))
-            .enumerate()
+            .zip(sums.chunks_exact_mut(dim))
         {
-            *score = dot(query, key) * self.inverse_sqrt_dim;
-            if !score.is_finite() {
-                return Err(Error::NonFiniteResult {
-                    operand: Operand::Scores,
-                    index: score_offset + index,
-                });
-            }
-            block_max = block_max.max(*score);
-        }
-
-        // Step 2: rescale what was summed so far when the maximum grows, so that
-        // every exponent stays at or below zero.
-        if block_max > *running_max {
-            let correction = (*running_max - block_max).exp();
-            *denominator = *denominator * correction;
-            for element in sum.iter_mut() {
-                *element = *element * correction;
-            }
-            *running_max = block_max;
-        }
-
-        // Step 3: add this block's weights and weighted rows.
-        for (&score, key) in scores.iter().zip(keys.chunks_exact(self.dim)) {
-            let weight = (score - *running_max).exp();
-            *denominator = *denominator + weight;
-            for (element, &key_element) in sum.iter_mut().zip(key) {
-                *element = weight.multiply_add(key_element, *element);
-            }
+            online::finish(state, sum);
         }
         Ok(())
     }

@@ -514,7 +514,7 @@ fn merged_weight_overflow_is_reported() {
     assert_eq!(
         error,
         Error::NonFiniteResult {
-            operand: Operand::MergedQueryWeight,
+            operand: Operand::MergedWeight(Projection::Query),
             index: 0
         }
     );

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 
-use lora_attention::Operand;
+use lora_attention::{Operand, Projection};
 
 use crate::number::{HeaderProblem, ValueProblem};
 use crate::problem::{HeaderField, MatrixSize};
@@ -369,7 +369,7 @@ impl ComputeError {
 /// Returns how the task names an intermediate, such as `K = x Wk^T`.
 fn intermediate_name(operand: Operand, rank: usize) -> String {
     match operand {
-        Operand::MergedQueryWeight => "Wq' = Wq + B A".to_owned(),
+        Operand::MergedWeight(Projection::Query) => "Wq' = Wq + B A".to_owned(),
         Operand::Query if rank > 0 => "Q = x Wq'^T".to_owned(),
         Operand::Query => "Q = x Wq^T".to_owned(),
         Operand::Key => "K = x Wk^T".to_owned(),
