@@ -104,3 +104,8 @@ pub use shape::{AdapterShape, Shape};
 pub use softmax::softmax_in_place;
 pub use steps::{project, score, weighted_sum};
 pub use streaming::attention_streaming;
+
+/// Compiles and runs the Rust examples of the README as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
