@@ -66,8 +66,12 @@
 //!
 //! - `std` (off by default): links the standard library only for its fused
 //!   multiply-add, which the inner loops use when the target has an FMA instruction
-//!   (`target_feature = "fma"`). Nothing else changes.
+//!   (x86 with `target_feature = "fma"`, AArch64). Nothing else changes.
+//! - `nightly-fma` (off by default, needs a nightly compiler): uses core's fused
+//!   multiply-add instead, for `no_std` targets with FMA hardware; on 32-bit Arm it
+//!   fuses `f32` only (a Cortex-M4F's FPU is single precision). See [`Real`].
 #![no_std]
+#![cfg_attr(feature = "nightly-fma", feature(core_float_math))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -11,9 +11,12 @@ use num_traits::Float;
 pub trait Real: Float {
     /// Returns `self * a + b`.
     ///
-    /// The default rounds twice (a multiply, then an add). The `f32` and `f64`
-    /// implementations do the same unless the `std` feature is on and the target has a
-    /// fused multiply-add instruction, in which case they round once.
+    /// The default rounds twice (a multiply, then an add). `f32` and `f64` round once,
+    /// with a fused multiply-add instruction, when the build can reach one: with the
+    /// `std` feature on a target with FMA hardware (x86 with `fma` enabled, AArch64),
+    /// or with the `nightly-fma` feature on those targets and, for `f32`, on 32-bit
+    /// Arm with a VFPv4 FPU such as the Cortex-M4F's. Otherwise they round twice too,
+    /// because a software fused multiply-add is far slower than the rounding it saves.
     #[inline(always)]
     fn multiply_add(self, a: Self, b: Self) -> Self {
         self * a + b
@@ -21,7 +24,13 @@ pub trait Real: Float {
 }
 
 impl Real for f32 {
-    #[cfg(all(feature = "std", target_feature = "fma"))]
+    #[cfg(fma_f32 = "core")]
+    #[inline(always)]
+    fn multiply_add(self, a: Self, b: Self) -> Self {
+        core::f32::math::mul_add(self, a, b)
+    }
+
+    #[cfg(fma_f32 = "std")]
     #[inline(always)]
     fn multiply_add(self, a: Self, b: Self) -> Self {
         f32::mul_add(self, a, b)
@@ -29,7 +38,13 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
-    #[cfg(all(feature = "std", target_feature = "fma"))]
+    #[cfg(fma_f64 = "core")]
+    #[inline(always)]
+    fn multiply_add(self, a: Self, b: Self) -> Self {
+        core::f64::math::mul_add(self, a, b)
+    }
+
+    #[cfg(fma_f64 = "std")]
     #[inline(always)]
     fn multiply_add(self, a: Self, b: Self) -> Self {
         f64::mul_add(self, a, b)
