@@ -194,7 +194,10 @@ pub fn merge_adapter<T: Real>(
     check_len(Operand::MergedWeight(target), weight_len, merged.len())?;
 
     if shape.rank == 0 || shape.in_features == 0 {
-        merged.copy_from_slice(weight);
+        // Both lengths are `weight_len`, checked above; a zip needs no second check.
+        for (merged_element, &weight_element) in merged.iter_mut().zip(weight) {
+            *merged_element = weight_element;
+        }
         return Ok(());
     }
     let rows = weight

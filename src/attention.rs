@@ -253,11 +253,12 @@ pub(crate) fn attend_in_blocks<T: Real>(
 ) -> Result<(), Error> {
     let Shape { seq_len, dim, .. } = shape;
     let inverse_sqrt_dim = inverse_sqrt(dim)?;
-    let blocks = q
-        .chunks(block_rows * dim)
-        .zip(out.chunks_mut(block_rows * dim));
+    // Validated shapes have no zero dimension; max(1) only keeps the chunking and
+    // the division below free of panics for the compiler.
+    let block_len = (block_rows * dim).max(1);
+    let blocks = q.chunks(block_len).zip(out.chunks_mut(block_len));
     for (block_index, (q_block, out_block)) in blocks.enumerate() {
-        let rows = q_block.len() / dim;
+        let rows = q_block.len() / dim.max(1);
         let (block_scores, _) = split_scratch(scores, rows * seq_len)?;
         score_rows(q_block, k, dim, seq_len, inverse_sqrt_dim, block_scores);
         if let Some(index) = first_non_finite(block_scores) {
@@ -266,7 +267,7 @@ pub(crate) fn attend_in_blocks<T: Real>(
                 index: block_index * block_rows * seq_len + index,
             });
         }
-        for row in block_scores.chunks_exact_mut(seq_len) {
+        for row in block_scores.chunks_exact_mut(seq_len.max(1)) {
             let max = row
                 .iter()
                 .fold(T::neg_infinity(), |max, &score| max.max(score));

@@ -81,7 +81,9 @@ pub(crate) fn factored_queries<T: Real>(
     q: &mut [T],
 ) {
     matmul_transposed(x, weights.wq, dim, dim, q);
-    if rank == 0 {
+    // With dim = 0 there are no rows; saying so here lets the compiler drop the
+    // zero-size checks of the chunks below.
+    if rank == 0 || dim == 0 {
         return;
     }
     let a = weights.adapter.a;

@@ -8,6 +8,7 @@
 use crate::error::{Error, Operand};
 use crate::linalg::dot;
 use crate::real::Real;
+use crate::softmax::{exp_or_zero, underflow_cutoff};
 
 /// Rows of a row-major matrix, each read at a fixed column offset and width: the
 /// keys or values of one head, or whole input rows.
@@ -70,6 +71,8 @@ pub(crate) fn update<T: Real>(
         });
     };
 
+    let cutoff = underflow_cutoff::<T>();
+
     // Step 1: the scores of this block and their maximum.
     let mut block_max = T::neg_infinity();
     let block = scores.iter_mut().zip(keys.iter_from(first_key)).take(count);
@@ -87,7 +90,7 @@ pub(crate) fn update<T: Real>(
     // Step 2: rescale what was summed so far when the maximum grows, so that every
     // exponent stays at or below zero. The first block rescales zeros by exp(-inf) = 0.
     if block_max > *running_max {
-        let correction = (*running_max - block_max).exp();
+        let correction = exp_or_zero(*running_max - block_max, cutoff);
         *denominator = *denominator * correction;
         for element in sum.iter_mut() {
             *element = *element * correction;
@@ -98,7 +101,7 @@ pub(crate) fn update<T: Real>(
     // Step 3: add this block's weights and weighted value rows.
     let block = scores.iter().zip(values.iter_from(first_key)).take(count);
     for (&score, value) in block {
-        let weight = (score - *running_max).exp();
+        let weight = exp_or_zero(score - *running_max, cutoff);
         *denominator = *denominator + weight;
         for (element, &value_element) in sum.iter_mut().zip(value) {
             *element = weight.multiply_add(value_element, *element);

@@ -4,15 +4,15 @@
 use crate::attention::{check_scratch, split_scratch, validate_inputs, Weights};
 use crate::error::{Dimension, Error, Operand};
 use crate::factored::factored_queries;
-use crate::linalg::{first_non_finite, matmul, matmul_transposed};
-use crate::online::{self, Rows};
+use crate::linalg::{first_non_finite, matmul, matmul_accumulate, matmul_transposed};
 use crate::real::Real;
 use crate::shape::{min, Shape};
+use crate::softmax::{exp_or_zero, underflow_cutoff};
 use crate::steps::inverse_sqrt;
 
 /// The number of keys scored together before the running softmax is updated, when
 /// the per-row scratch has room for them.
-const KEY_BLOCK: usize = 8;
+const KEYS_PER_BLOCK: usize = 64;
 
 /// Computes [`attention`](crate::attention)'s result without the score matrix and
 /// without storing `K` or `V`, in scratch that does not grow with `seq_len`.
@@ -105,15 +105,22 @@ fn compute_streaming<T: Real>(
     out: &mut [T],
 ) -> Result<(), Error> {
     let Shape { seq_len, dim, rank } = shape;
+    // A validated shape has dim >= 1. Checking here lets the compiler drop the
+    // zero-size checks of the chunks and divisions in this path's steps.
+    if dim == 0 {
+        return Err(Error::ZeroDimension {
+            dimension: Dimension::Dim,
+        });
+    }
     let front_len = streaming_front_len(dim, rank).ok_or(Error::SizeOverflow)?;
     let (scratch, _) = split_scratch(scratch, scratch_len)?;
     let (front, rest) = split_scratch(scratch, block_rows * front_len)?;
     let (folded, sums) = split_scratch(rest, block_rows * dim)?;
     let inverse_sqrt_dim = inverse_sqrt(dim)?;
 
-    let blocks = x
-        .chunks(block_rows * dim)
-        .zip(out.chunks_mut(block_rows * dim));
+    // max(1) keeps the chunk size nonzero even if the product wraps.
+    let block_len = (block_rows * dim).max(1);
+    let blocks = x.chunks(block_len).zip(out.chunks_mut(block_len));
     for (block_index, (x_block, out_block)) in blocks.enumerate() {
         let rows = x_block.len() / dim;
         let first_row = block_index * block_rows;
@@ -175,55 +182,80 @@ impl<T: Real> OnlinePass<'_, T> {
     /// Computes, for each folded query, the softmax-weighted average of the rows of
     /// `x` into `sums`.
     ///
-    /// Each row's state (`front_len` values) holds the running maximum, the running
-    /// sum of `exp(s - max)` and room for the scores of one block of keys.
+    /// `states` (`front_len` values per query) holds the running maxima, then the
+    /// running denominators, then the scores of one block of keys for every query.
+    /// Each block's scores and weighted rows are matrix products over the whole
+    /// block of queries, so every key row is read once per block.
     fn run(&self, folded: &[T], states: &mut [T], sums: &mut [T]) -> Result<(), Error> {
         let dim = self.dim;
-        // The front length is at least 3, so at least one key fits.
-        let keys_per_block = min(KEY_BLOCK, self.front_len.saturating_sub(2)).max(1);
-        let rows = Rows {
-            data: self.x,
-            stride: dim,
-            offset: 0,
-            width: dim,
-        };
-        for (state, sum) in states
-            .chunks_exact_mut(self.front_len)
-            .zip(sums.chunks_exact_mut(dim))
-        {
-            online::start(state, sum);
-        }
+        let rows = sums.len() / dim.max(1);
+        let (maxima, rest) = split_scratch(states, rows)?;
+        let (denominators, scores) = split_scratch(rest, rows)?;
+        // front_len >= 3, so at least one key fits; more keys per block mean
+        // fewer rescalings and larger products.
+        let keys_per_block = min(KEYS_PER_BLOCK, self.front_len.saturating_sub(2)).max(1);
+        let cutoff = underflow_cutoff::<T>();
+        maxima.fill(T::neg_infinity());
+        denominators.fill(T::zero());
+        sums.fill(T::zero());
 
-        // Every query of the block reads a block of keys while it is in cache.
-        let mut first_key = 0;
-        while first_key < self.seq_len {
-            let count = min(keys_per_block, self.seq_len - first_key);
-            let queries = folded
-                .chunks_exact(dim)
-                .zip(states.chunks_exact_mut(self.front_len))
-                .zip(sums.chunks_exact_mut(dim));
-            for (row, ((query, state), sum)) in queries.enumerate() {
-                let score_offset = (self.first_row + row) * self.seq_len + first_key;
-                online::update(
-                    query,
-                    rows,
-                    rows,
-                    first_key,
-                    count,
-                    self.inverse_sqrt_dim,
-                    state,
-                    sum,
-                    score_offset,
-                )?;
+        // max(1) keeps the chunk size nonzero even if the product wraps.
+        let key_block_len = (keys_per_block * dim).max(1);
+        for (key_block, keys) in self.x.chunks(key_block_len).enumerate() {
+            let first_key = key_block * keys_per_block;
+            let count = keys.len() / dim;
+            let (block_scores, _) = split_scratch(scores, rows * count)?;
+
+            // Step 1: the scores of every query against this block of keys.
+            matmul_transposed(folded, keys, dim, count, block_scores);
+            let score_rows = block_scores.chunks_exact_mut(count.max(1));
+            for (row, score_row) in score_rows.enumerate() {
+                for (index, score) in score_row.iter_mut().enumerate() {
+                    *score = *score * self.inverse_sqrt_dim;
+                    if !score.is_finite() {
+                        let query = self.first_row + row;
+                        return Err(Error::NonFiniteResult {
+                            operand: Operand::Scores,
+                            index: query * self.seq_len + first_key + index,
+                        });
+                    }
+                }
             }
-            first_key += count;
+
+            // Step 2: per query, rescale what was summed so far when the maximum
+            // grows (so every exponent stays at or below zero), and turn the
+            // scores into weights exp(s - max).
+            let per_query = block_scores
+                .chunks_exact_mut(count.max(1))
+                .zip(maxima.iter_mut())
+                .zip(denominators.iter_mut())
+                .zip(sums.chunks_exact_mut(dim));
+            for (((weights, max), denominator), sum) in per_query {
+                let block_max = weights.iter().fold(T::neg_infinity(), |m, &s| m.max(s));
+                if block_max > *max {
+                    // The first block rescales zeros by exp(-inf) = 0.
+                    let correction = exp_or_zero(*max - block_max, cutoff);
+                    *denominator = *denominator * correction;
+                    for element in sum.iter_mut() {
+                        *element = *element * correction;
+                    }
+                    *max = block_max;
+                }
+                for weight in weights.iter_mut() {
+                    *weight = exp_or_zero(*weight - *max, cutoff);
+                    *denominator = *denominator + *weight;
+                }
+            }
+
+            // Step 3: add the weighted key rows to every query's sum.
+            matmul_accumulate(block_scores, keys, count, dim, sums);
         }
 
-        for (state, sum) in states
-            .chunks_exact(self.front_len)
-            .zip(sums.chunks_exact_mut(dim))
-        {
-            online::finish(state, sum);
+        // Divide each weighted sum by its softmax denominator.
+        for (sum, &denominator) in sums.chunks_exact_mut(dim).zip(denominators.iter()) {
+            for element in sum.iter_mut() {
+                *element = *element / denominator;
+            }
         }
         Ok(())
     }

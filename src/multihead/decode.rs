@@ -175,7 +175,7 @@ pub fn decode_step<T: Real>(
         // Step 1: the new key and value, written into the first free row.
         let key_row = cache
             .keys
-            .chunks_exact_mut(kv_dim)
+            .chunks_exact_mut(kv_dim.max(1))
             .nth(position)
             .ok_or(Error::CacheFull { capacity: position })?;
         block
@@ -186,7 +186,7 @@ pub fn decode_step<T: Real>(
         check_values(Operand::Key, key_row, 0)?;
         let value_row = cache
             .values
-            .chunks_exact_mut(kv_dim)
+            .chunks_exact_mut(kv_dim.max(1))
             .nth(position)
             .ok_or(Error::CacheFull { capacity: position })?;
         block

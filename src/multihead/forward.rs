@@ -176,6 +176,12 @@ impl<'a, T: Real> Block<'a, T> {
         }
     }
 
+    /// Returns the key/value head that query head `head` reads.
+    pub(crate) fn kv_head(&self, head: usize) -> usize {
+        // `new` makes group_size at least 1; max(1) tells the compiler so.
+        head / self.group_size.max(1)
+    }
+
     /// Returns the keys or values of key/value head `group` as rows.
     pub(crate) fn head_rows<'b>(&self, data: &'b [T], group: usize) -> Rows<'b, T> {
         Rows {
@@ -198,7 +204,10 @@ impl<'a, T: Real> Block<'a, T> {
         if self.config.output_projection {
             self.projections.output.apply_rows(heads, out, adapter_row);
         } else {
-            out.copy_from_slice(heads);
+            // Both are `dim` values per row; a zip needs no second length check.
+            for (element, &head_element) in out.iter_mut().zip(heads) {
+                *element = head_element;
+            }
         }
         check_values(Operand::Output, out, offset)
     }
@@ -236,12 +245,15 @@ impl<'a, T: Real> Block<'a, T> {
         first_score: usize,
         head_score_stride: usize,
     ) -> Result<(), Error> {
+        // head_dim is at least 1 in a validated configuration; max(1) tells the
+        // compiler so.
+        let head_dim = self.head_dim.max(1);
         let per_head = query
-            .chunks_exact(self.head_dim)
+            .chunks_exact(head_dim)
             .zip(states.chunks_exact_mut(SOFTMAX_STATE_LEN))
-            .zip(heads.chunks_exact_mut(self.head_dim));
+            .zip(heads.chunks_exact_mut(head_dim));
         for (head, ((query_head, state), head_out)) in per_head.enumerate() {
-            let group = head / self.group_size;
+            let group = self.kv_head(head);
             let score_offset = head
                 .saturating_mul(head_score_stride)
                 .saturating_add(first_score);
@@ -300,14 +312,16 @@ impl<'a, T: Real> Block<'a, T> {
         scores: &mut [T],
         heads: &mut [T],
     ) -> Result<(), Error> {
-        let n = self.seq_len;
+        // Neither is 0 in a validated call; max(1) tells the compiler so.
+        let n = self.seq_len.max(1);
+        let dim = self.dim.max(1);
         heads.fill(T::zero());
         for head in 0..self.config.heads {
-            let group = head / self.group_size;
+            let group = self.kv_head(head);
             let query_offset = head * self.head_dim;
 
             // Step 1: scores, with masked keys at negative infinity.
-            let query_rows = q.chunks_exact(self.dim).zip(scores.chunks_exact_mut(n));
+            let query_rows = q.chunks_exact(dim).zip(scores.chunks_exact_mut(n));
             for (i, (q_row, score_row)) in query_rows.enumerate() {
                 let query = q_row
                     .get(query_offset..query_offset + self.head_dim)
@@ -338,8 +352,7 @@ impl<'a, T: Real> Block<'a, T> {
             }
 
             // Step 3: this head's output, P V_g, into its columns of the heads.
-            for (probabilities, head_row) in
-                scores.chunks_exact(n).zip(heads.chunks_exact_mut(self.dim))
+            for (probabilities, head_row) in scores.chunks_exact(n).zip(heads.chunks_exact_mut(dim))
             {
                 let head_out = head_row
                     .get_mut(query_offset..query_offset + self.head_dim)
@@ -374,7 +387,9 @@ impl<'a, T: Real> Block<'a, T> {
 
         self.keys_and_values(x, k, v, adapter_row)?;
 
-        let rows = x.chunks_exact(self.dim).zip(out.chunks_exact_mut(self.dim));
+        // dim is at least 1 in a validated configuration; max(1) tells the compiler so.
+        let dim = self.dim.max(1);
+        let rows = x.chunks_exact(dim).zip(out.chunks_exact_mut(dim));
         for (i, (x_row, out_row)) in rows.enumerate() {
             self.projections.query.apply_rows(x_row, query, adapter_row);
             self.rotate(query, self.dim, i);
@@ -399,11 +414,18 @@ impl<'a, T: Real> Block<'a, T> {
         out: &mut [T],
     ) -> Result<(), Error> {
         let row_len = self.config.streaming_row_len().ok_or(Error::SizeOverflow)?;
+        // A validated configuration has none of these at zero. Checking here lets
+        // the compiler drop the zero-size checks of the chunks in this form's steps.
+        if self.dim == 0 || self.head_dim == 0 || row_len == 0 {
+            return Err(Error::ZeroDimension {
+                dimension: Dimension::Dim,
+            });
+        }
         let block_rows = block_rows.min(self.seq_len);
         let (region, _) = split_scratch(scratch, block_rows * row_len)?;
-        let blocks = x
-            .chunks(block_rows * self.dim)
-            .zip(out.chunks_mut(block_rows * self.dim));
+        // max(1) keeps the chunk size nonzero even if the product wraps.
+        let block_len = (block_rows * self.dim).max(1);
+        let blocks = x.chunks(block_len).zip(out.chunks_mut(block_len));
         for (block_index, (x_block, out_block)) in blocks.enumerate() {
             let first_row = block_index * block_rows;
             let rows = x_block.len() / self.dim;
@@ -467,7 +489,7 @@ impl<'a, T: Real> Block<'a, T> {
                 .zip(folded.chunks_exact_mut(self.dim))
                 .enumerate()
             {
-                let group = head / self.group_size;
+                let group = self.kv_head(head);
                 folded_head.fill(T::zero());
                 self.projections.key.add_transposed(
                     query_head,
@@ -571,7 +593,7 @@ impl<'a, T: Real> Block<'a, T> {
                 .zip(head_outputs.chunks_exact_mut(self.head_dim));
             for (head, ((sum, state), head_out)) in per_head.enumerate() {
                 online::finish(state, sum);
-                let group = head / self.group_size;
+                let group = self.kv_head(head);
                 self.projections.value.apply_row_range(
                     sum,
                     group * self.head_dim,

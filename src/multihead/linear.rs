@@ -187,7 +187,9 @@ pub(crate) fn build_projections<'a, T: Real>(
 /// [`RotaryEmbedding`](crate::RotaryEmbedding)).
 pub(crate) fn rotate_row<T: Real>(row: &mut [T], head_dim: usize, position: usize, base: T) {
     let half = head_dim / 2;
-    if half == 0 {
+    // The same test as half == 0, written so that the compiler also knows that the
+    // chunk size below is not zero.
+    if head_dim < 2 {
         return;
     }
     let head_width = T::from(head_dim).unwrap_or_else(T::one);
