@@ -106,7 +106,7 @@ pub use real::Real;
 pub use scaling::Scaling;
 pub use shape::{AdapterShape, Shape};
 pub use softmax::softmax_in_place;
-pub use steps::{project, score, weighted_sum};
+pub use steps::{attend, project, score, weighted_sum};
 pub use streaming::attention_streaming;
 
 /// Compiles and runs the Rust examples of the README as doc tests.

@@ -5,6 +5,7 @@
 //! row [`score`], [`softmax_in_place`](crate::softmax_in_place) and [`weighted_sum`].
 
 use crate::adapter::{check_finite, check_len, check_result};
+use crate::attention::attend_in_blocks;
 use crate::error::{Error, Operand};
 use crate::linalg::{matmul, matmul_transposed};
 use crate::real::Real;
@@ -162,4 +163,80 @@ pub fn weighted_sum<T: Real>(
 
     matmul(probabilities, v, shape.seq_len, shape.dim, out);
     check_result(Operand::Output, out)
+}
+
+/// Computes `out = softmax(q K^T / sqrt(dim)) V` for any number of query rows against
+/// all `seq_len` keys and values: the second half of [`attention`](crate::attention).
+///
+/// Callers that split the work, for example across threads, project their share of
+/// the rows with [`project`] (a [`Shape`] with their row count), then call this
+/// with their rows of `q` and the whole `K` and `V`. Each score, probability and
+/// output element is computed exactly as [`attention`](crate::attention) computes
+/// it, so the split does not change the result.
+///
+/// `q` and `out` hold `m` rows of `dim` values for any `m >= 1`; `K` and `V` are
+/// `seq_len x dim`. `scores` is scratch for whole rows of `seq_len` scores: a
+/// `block_rows * seq_len` slice computes `block_rows` query rows at a time (a longer
+/// slice is fine, and the excess is not touched).
+///
+/// # Errors
+///
+/// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
+///   when the slices do not match `shape` (`q` or `out` not a whole number of rows,
+///   or holding different numbers of rows), [`Error::ScratchTooSmall`] when `scores`
+///   holds less than one row, and [`Error::NonFiniteInput`] for NaN or infinity in
+///   `q`, `K` or `V`. Nothing is written then.
+/// - [`Error::NonFiniteResult`] naming [`Operand::Scores`] (indexed as
+///   `row * seq_len + key` over this call's rows) or [`Operand::Output`]; `out` is
+///   then filled with NaN.
+///
+/// # Example
+///
+/// ```
+/// use lora_attention::{attend, Shape};
+///
+/// // Two keys; one query that scores them 0 and sqrt(2) * ln(3) / sqrt(2) = ln(3).
+/// let shape = Shape::new(2, 2, 0);
+/// let k = [0.0, 0.0, 1.0, 1.0];
+/// let v = [4.0, 0.0, 0.0, 8.0];
+/// let q = [3.0_f64.ln() / 2.0_f64.sqrt(); 2];
+/// let mut scores = [0.0; 2];
+/// let mut out = [0.0; 2];
+/// attend(shape, &q, &k, &v, &mut scores, &mut out)?;
+/// // Weights 1/4 and 3/4.
+/// assert!((out[0] - 1.0).abs() < 1e-12);
+/// assert!((out[1] - 6.0).abs() < 1e-12);
+/// # Ok::<(), lora_attention::Error>(())
+/// ```
+pub fn attend<T: Real>(
+    shape: Shape,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    scores: &mut [T],
+    out: &mut [T],
+) -> Result<(), Error> {
+    let (input_len, _) = shape_lengths(shape)?;
+    let Shape { seq_len, dim, .. } = shape;
+    let rows = q.len() / dim;
+    check_len(Operand::Query, rows.max(1) * dim, q.len())?;
+    check_len(Operand::Output, q.len(), out.len())?;
+    check_len(Operand::Key, input_len, k.len())?;
+    check_len(Operand::Value, input_len, v.len())?;
+    if scores.len() < seq_len {
+        return Err(Error::ScratchTooSmall {
+            required: seq_len,
+            actual: scores.len(),
+        });
+    }
+    check_finite(Operand::Query, q)?;
+    check_finite(Operand::Key, k)?;
+    check_finite(Operand::Value, v)?;
+
+    let block_rows = (scores.len() / seq_len).min(rows).max(1);
+    let result = attend_in_blocks(q, k, v, shape, block_rows, scores, out);
+    if result.is_err() {
+        out.fill(T::nan());
+    }
+    result
 }

@@ -669,3 +669,57 @@ fn rank_zero_uses_base_weights() {
     );
     assert!(relative_error(&out, &expected) <= F64_TOLERANCE);
 }
+
+#[test]
+fn split_rows_reproduce_attention_exactly() {
+    // Projecting and attending in shares of rows, as a multi-threaded caller does,
+    // must give the same bits as one call: every element has the same arithmetic.
+    let mut random = Random::new(0x5b11);
+    for &(seq_len, dim, rank) in &[(7, 5, 2), (33, 8, 3), (9, 1, 0), (64, 16, 4)] {
+        let shape = Shape::new(seq_len, dim, rank);
+        let x = random.vector(seq_len * dim);
+        let (wq, wk, wv) = (
+            random.vector(dim * dim),
+            random.vector(dim * dim),
+            random.vector(dim * dim),
+        );
+        let (a, b) = (random.vector(rank * dim), random.vector(dim * rank));
+        let weights = Weights {
+            wq: &wq,
+            wk: &wk,
+            wv: &wv,
+            adapter: Adapter::new(&a, &b, Scaling::One),
+        };
+        let whole = run_f64(shape, &x, &weights).unwrap();
+        let expected = reference_attention(seq_len, dim, rank, 1.0, &x, &wq, &wk, &wv, &a, &b);
+        assert!(relative_error(&whole, &expected) <= F64_TOLERANCE);
+
+        let mut merged = vec![0.0; dim * dim];
+        lora_attention::merge_adapter(
+            shape.query_adapter(),
+            Projection::Query,
+            &wq,
+            &weights.adapter,
+            &mut merged,
+        )
+        .unwrap();
+        let (mut q, mut k, mut v) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+        let split = seq_len / 3 + 1;
+        for (rows, range) in [
+            (split, 0..split * dim),
+            (seq_len - split, split * dim..seq_len * dim),
+        ] {
+            let part = Shape::new(rows, dim, 0);
+            lora_attention::project(part, &x[range.clone()], &merged, &mut q[range.clone()])
+                .unwrap();
+            lora_attention::project(part, &x[range.clone()], &wk, &mut k[range.clone()]).unwrap();
+            lora_attention::project(part, &x[range.clone()], &wv, &mut v[range]).unwrap();
+        }
+        let mut out = vec![f64::NAN; x.len()];
+        let (first, second) = out.split_at_mut(split * dim);
+        let mut scores = vec![0.0; 2 * seq_len];
+        lora_attention::attend(shape, &q[..split * dim], &k, &v, &mut scores, first).unwrap();
+        lora_attention::attend(shape, &q[split * dim..], &k, &v, &mut scores, second).unwrap();
+        assert_eq!(out, whole, "shape {:?}", (seq_len, dim, rank));
+    }
+}

@@ -276,3 +276,55 @@ fn weighted_sum_rejects_nan_probability() {
         })
     );
 }
+
+#[test]
+fn attend_known_weights() {
+    // One query scoring two keys 0 and ln 3: weights 1/4 and 3/4.
+    let shape = Shape::new(2, 1, 0);
+    let q = [3.0_f64.ln()];
+    let k = [0.0, 1.0];
+    let v = [4.0, 8.0];
+    let mut scores = [0.0; 2];
+    let mut out = [0.0];
+    lora_attention::attend(shape, &q, &k, &v, &mut scores, &mut out).unwrap();
+    assert_close(&out, &[7.0]);
+}
+
+#[test]
+fn attend_rejects_partial_rows() {
+    let shape = Shape::new(2, 2, 0);
+    let mut scores = [0.0; 2];
+    let mut out = [7.0; 3];
+    let error = lora_attention::attend(
+        shape,
+        &[1.0; 3],
+        &[0.0; 4],
+        &[0.0; 4],
+        &mut scores,
+        &mut out,
+    );
+    assert_eq!(
+        error,
+        Err(Error::LengthMismatch {
+            operand: Operand::Query,
+            expected: 2,
+            actual: 3
+        })
+    );
+    assert_eq!(out, [7.0; 3], "nothing written");
+}
+
+#[test]
+fn attend_rejects_scores_shorter_than_a_row() {
+    let shape = Shape::new(3, 1, 0);
+    let mut scores = [0.0; 2];
+    let mut out = [0.0];
+    let error = lora_attention::attend(shape, &[1.0], &[0.0; 3], &[0.0; 3], &mut scores, &mut out);
+    assert_eq!(
+        error,
+        Err(Error::ScratchTooSmall {
+            required: 3,
+            actual: 2
+        })
+    );
+}

@@ -355,20 +355,20 @@ impl<T: Real> AttentionConfig<T> {
         if self.kv_heads == 0 {
             return zero(Dimension::KvHeads);
         }
-        if self.dim % self.heads != 0 {
+        if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::HeadsDoNotDivideDim {
                 dim: self.dim,
                 heads: self.heads,
             });
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(Error::KvHeadsDoNotDivideHeads {
                 heads: self.heads,
                 kv_heads: self.kv_heads,
             });
         }
         if let Some(rope) = self.rope {
-            if self.head_dim() % 2 != 0 {
+            if !self.head_dim().is_multiple_of(2) {
                 return Err(Error::OddHeadDim {
                     head_dim: self.head_dim(),
                 });

@@ -43,6 +43,9 @@ pub fn parse_value(token: &Token<'_>) -> Result<f64, ValueProblem> {
     if token.is_cut {
         return Err(ValueProblem::TooLong);
     }
+    if let Some(value) = parse_short_decimal(token.text.as_bytes()) {
+        return Ok(value);
+    }
     let value: f64 = token.text.parse().map_err(|_| ValueProblem::NotANumber)?;
     if value.is_finite() {
         Ok(value)
@@ -53,6 +56,116 @@ pub fn parse_value(token: &Token<'_>) -> Result<f64, ValueProblem> {
     } else {
         Err(ValueProblem::OutOfRange)
     }
+}
+
+/// Exact powers of ten: every one up to `10^22` is a float64 without rounding.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Parses the common short decimals (`-0.123456`, `12`, `3.5e-2`) with integer
+/// arithmetic, or returns `None` to leave the token to `str::parse::<f64>`.
+///
+/// It accepts a sign, at most 19 digits with an optional point, and an optional
+/// exponent of at most 3 digits, when the digits form an integer `m <= 2^53` and the
+/// combined power of ten `t` is within `[-22, 22]`. Then `m` and `10^|t|` are both
+/// exact float64 values, so the one division or multiplication `m / 10^-t` or
+/// `m * 10^t` rounds correctly and gives the same bits as `str::parse` (Clinger's
+/// fast path). Anything else, such as `nan` or a 30-digit value, returns `None`.
+pub(crate) fn parse_short_decimal(text: &[u8]) -> Option<f64> {
+    match scan_short_decimal(text) {
+        Some((value, end)) if end == text.len() => Some(value),
+        _ => None,
+    }
+}
+
+/// Parses a short decimal at the start of `bytes`, up to the first ASCII
+/// whitespace byte or the end, and returns it with the index where it ends.
+///
+/// The rules are those of [`parse_short_decimal`]; any other byte in the token,
+/// including a non-ASCII one, returns `None`. Scanning and parsing in one pass is
+/// what makes the tokenizer's fast path fast.
+pub(crate) fn scan_short_decimal(bytes: &[u8]) -> Option<(f64, usize)> {
+    let (negative, mut index) = match bytes.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+
+    // Step 1: digits and an optional point, into an integer mantissa.
+    let mut mantissa: u64 = 0;
+    let mut digits = 0_u32;
+    let mut fraction_digits = 0_i32;
+    let mut seen_point = false;
+    let mut exponent = 0_i32;
+    while let Some(&byte) = bytes.get(index) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit < 10 {
+            digits += 1;
+            if digits > 19 {
+                return None;
+            }
+            mantissa = mantissa * 10 + u64::from(digit);
+            fraction_digits += i32::from(seen_point);
+        } else if byte == b'.' && !seen_point {
+            seen_point = true;
+        } else if byte == b'e' || byte == b'E' {
+            // Step 2: an exponent with an optional sign and 1 to 3 digits.
+            let (value, end) = scan_exponent(bytes, index + 1)?;
+            exponent = value;
+            index = end;
+            break;
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+            break;
+        } else {
+            return None;
+        }
+        index += 1;
+    }
+    if digits == 0 || mantissa > 1 << 53 {
+        return None;
+    }
+
+    // Step 3: one correctly rounded operation on exact operands.
+    let power = exponent - fraction_digits;
+    let scale = *POWERS_OF_TEN.get(power.unsigned_abs() as usize)?;
+    let magnitude = if power < 0 {
+        mantissa as f64 / scale
+    } else {
+        mantissa as f64 * scale
+    };
+    Some((if negative { -magnitude } else { magnitude }, index))
+}
+
+/// Parses an exponent starting at `bytes[start]` up to ASCII whitespace or the end,
+/// and returns it with the index where it ends.
+fn scan_exponent(bytes: &[u8], start: usize) -> Option<(i32, usize)> {
+    let (negative, mut index) = match bytes.get(start) {
+        Some(b'-') => (true, start + 1),
+        Some(b'+') => (false, start + 1),
+        _ => (false, start),
+    };
+    let first_digit = index;
+    let mut exponent = 0_i32;
+    while let Some(&byte) = bytes.get(index) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit < 10 {
+            if index - first_digit >= 3 {
+                return None;
+            }
+            exponent = exponent * 10 + i32::from(digit);
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+            break;
+        } else {
+            return None;
+        }
+        index += 1;
+    }
+    if index == first_digit {
+        return None;
+    }
+    Some((if negative { -exponent } else { exponent }, index))
 }
 
 /// Returns whether `text` is one of the infinity spellings `str::parse::<f64>` accepts.
@@ -84,4 +197,108 @@ pub fn parse_header_value(token: &Token<'_>, field: HeaderField) -> Result<usize
     }
     let whole = value as u64;
     usize::try_from(whole).map_err(|_| HeaderProblem::TooLargeForUsize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_short_decimal;
+
+    /// The fast path must give exactly what `str::parse` gives, or step aside.
+    fn assert_same(text: &str) {
+        let expected: Result<f64, _> = text.parse::<f64>();
+        match parse_short_decimal(text.as_bytes()) {
+            Some(value) => {
+                let expected =
+                    expected.unwrap_or_else(|_| panic!("{text:?} accepted by the fast path only"));
+                assert_eq!(value.to_bits(), expected.to_bits(), "{text:?}");
+            }
+            None => {}
+        }
+    }
+
+    #[test]
+    fn short_decimals_match_std_parse() {
+        let cases = [
+            "0",
+            "-0",
+            "+0",
+            "-0.0",
+            "1",
+            "-1",
+            "0.5",
+            "-0.123456",
+            "123456.789",
+            ".5",
+            "-.5",
+            "3.",
+            "+.25",
+            "1e5",
+            "1E-5",
+            "2.5e+3",
+            "-7.25e-10",
+            "9007199254740992",
+            "9007199254740993",
+            "1234567890123456789",
+            "12345678901234567890",
+            "0.1",
+            "0.3",
+            "1e22",
+            "1e23",
+            "1e-22",
+            "4.9e-324",
+            "1.7976931348623157e308",
+            ".",
+            "-",
+            "+",
+            "e5",
+            "1e",
+            "1e+",
+            "1.2.3",
+            "1_0",
+            "0x10",
+            "nan",
+            "inf",
+            "1e1000",
+            "00000000000000000001",
+            "0.0000000000000000001",
+        ];
+        for text in cases {
+            assert_same(text);
+        }
+    }
+
+    #[test]
+    fn random_decimals_match_std_parse() {
+        let mut state = 0x1234_5678_9abc_def1_u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let digits = (state % 18 + 1) as usize;
+            let point = (state >> 8) as usize % (digits + 2);
+            let mut text = String::new();
+            if state & (1 << 20) != 0 {
+                text.push('-');
+            }
+            let mut value = state >> 24;
+            for index in 0..digits {
+                if index == point {
+                    text.push('.');
+                }
+                text.push(char::from(b'0' + (value % 10) as u8));
+                value /= 10;
+            }
+            if state & (1 << 21) != 0 {
+                text.push_str(&format!("e{}", (state >> 40) as i64 % 30 - 15));
+            }
+            assert_same(&text);
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_typical_tokens() {
+        assert_eq!(parse_short_decimal(b"-0.123456"), Some(-0.123456));
+        assert_eq!(parse_short_decimal(b"5e-3"), Some(0.005));
+        assert_eq!(parse_short_decimal(b"nan"), None);
+    }
 }

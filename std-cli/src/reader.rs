@@ -99,6 +99,17 @@ fn read_matrix<R: Read>(
     let mut values = Vec::new();
     let mut found: u128 = 0;
     while found < expected {
+        // Fast path: short decimals, as many as fit the capacity.
+        grow_for_one_more(&mut values, size)?;
+        let room = values.capacity() - values.len();
+        let remaining = usize::try_from(expected - found).unwrap_or(usize::MAX);
+        let taken = tokens.take_short_decimals(&mut values, room.min(remaining));
+        found += taken as u128;
+        if taken > 0 {
+            continue;
+        }
+
+        // Anything else: one token with every check.
         let Some(token) = tokens.next_token()? else {
             if found == 0 {
                 return Err(InputError::MissingMatrix { size });

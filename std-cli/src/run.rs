@@ -2,7 +2,9 @@
 
 use std::io::Read;
 
-use lora_attention::{attention_blocked, write_judge_line};
+use lora_attention::{
+    attend, merge_adapter, project, write_fixed4, Error as KernelError, Operand, Projection, Shape,
+};
 
 use crate::error::{ComputeError, Error};
 use crate::problem::{Header, Problem};
@@ -41,7 +43,17 @@ pub fn block_rows(header: Header) -> usize {
     header.rows.min(header.width).clamp(1, MAX_BLOCK_ROWS)
 }
 
+/// Below this many multiply-adds in the projections (`b * d * d`), one thread is
+/// faster than starting a second.
+const PARALLEL_WORK: usize = 1 << 18;
+
 /// Computes `softmax(Q K^T / sqrt(d)) V` for a parsed input, at float64.
+///
+/// The order of operations is the reference's: the adapter is merged into `Wq`
+/// first, then `Q`, `K` and `V` are projected and the scores, softmax and weighted
+/// sums computed. Large inputs are split by rows across the available cores; every
+/// element gets the same arithmetic wherever it is computed, so the result does not
+/// depend on the number of threads.
 ///
 /// # Errors
 ///
@@ -50,25 +62,172 @@ pub fn block_rows(header: Header) -> usize {
 /// buffers cannot be allocated.
 pub fn compute(problem: &Problem) -> Result<Vec<f64>, ComputeError> {
     let header = problem.header;
-    let shape = header.shape();
-    let block_rows = block_rows(header);
-    let scratch_len = shape
-        .blocked_attention_scratch_len(block_rows)
-        .ok_or(ComputeError::TooLarge)?;
-    let output_len = shape.input_len().ok_or(ComputeError::TooLarge)?;
+    let work = header
+        .rows
+        .saturating_mul(header.width)
+        .saturating_mul(header.width);
+    let threads = if work < PARALLEL_WORK {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |count| count.get())
+    };
+    compute_with_threads(problem, threads)
+}
 
-    let mut scratch = zeroed(scratch_len)?;
-    let mut output = zeroed(output_len)?;
-    attention_blocked(
-        shape,
-        &problem.x,
-        &problem.weights(),
-        block_rows,
-        &mut scratch,
-        &mut output,
+/// Computes the output with up to `threads` threads, each taking a share of the
+/// rows.
+///
+/// # Errors
+///
+/// As [`compute`].
+pub fn compute_with_threads(problem: &Problem, threads: usize) -> Result<Vec<f64>, ComputeError> {
+    let header = problem.header;
+    let shape = header.shape();
+    let (rows, dim) = (header.rows, header.width);
+    let kernel_error = |error| ComputeError::from_kernel(error, header);
+    let input_len = shape.input_len().ok_or(ComputeError::TooLarge)?;
+    let weight_len = shape.weight_len().ok_or(ComputeError::TooLarge)?;
+    let scores_len = block_rows(header)
+        .checked_mul(rows)
+        .ok_or(ComputeError::TooLarge)?;
+    let rows_per_share = rows.div_ceil(threads.clamp(1, rows.max(1))).max(1);
+    let share_len = rows_per_share * dim;
+
+    // Step 1: Wq' = Wq + B A, merged before projecting as the reference does.
+    let weights = problem.weights();
+    let mut merged = zeroed(weight_len)?;
+    merge_adapter(
+        shape.query_adapter(),
+        Projection::Query,
+        weights.wq,
+        &weights.adapter,
+        &mut merged,
     )
-    .map_err(|error| ComputeError::from_kernel(error, header))?;
+    .map_err(kernel_error)?;
+
+    // Step 2: Q, K and V, each thread projecting its share of the rows.
+    let (mut q, mut k, mut v) = (zeroed(input_len)?, zeroed(input_len)?, zeroed(input_len)?);
+    let projected = std::thread::scope(|scope| {
+        let shares = problem
+            .x
+            .chunks(share_len)
+            .zip(q.chunks_mut(share_len))
+            .zip(k.chunks_mut(share_len))
+            .zip(v.chunks_mut(share_len))
+            .enumerate();
+        let handles: Vec<_> = shares
+            .map(|(share, (((x, q), k), v))| {
+                let targets = [
+                    (Operand::Query, merged.as_slice(), q),
+                    (Operand::Key, weights.wk, k),
+                    (Operand::Value, weights.wv, v),
+                ];
+                scope.spawn(move || project_share(x, dim, targets, share * share_len))
+            })
+            .collect();
+        join_all(handles)
+    });
+    projected.map_err(kernel_error)?;
+    drop(merged);
+
+    // Step 3: scores, softmax and weighted sums, each thread for its query rows.
+    let mut output = zeroed(input_len)?;
+    let mut score_buffers = (0..rows.div_ceil(rows_per_share))
+        .map(|_| zeroed(scores_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attended = std::thread::scope(|scope| {
+        let shares = q
+            .chunks(share_len)
+            .zip(output.chunks_mut(share_len))
+            .zip(score_buffers.iter_mut())
+            .enumerate();
+        let (k, v) = (&k, &v);
+        let handles: Vec<_> = shares
+            .map(|(share, ((q, out), scores))| {
+                scope.spawn(move || -> Result<(), KernelError> {
+                    attend(shape, q, k, v, scores, out).map_err(|error| {
+                        let first_row = share * rows_per_share;
+                        match error {
+                            KernelError::NonFiniteResult { operand, index } => {
+                                let offset = match operand {
+                                    Operand::Scores => first_row * rows,
+                                    _ => first_row * dim,
+                                };
+                                KernelError::NonFiniteResult {
+                                    operand,
+                                    index: offset + index,
+                                }
+                            }
+                            other => other,
+                        }
+                    })
+                })
+            })
+            .collect();
+        join_all(handles)
+    });
+    attended.map_err(kernel_error)?;
     Ok(output)
+}
+
+/// Projects one share of the rows of `x` through each target's weight, naming an
+/// overflow by the target's operand and its index in the whole matrix.
+fn project_share(
+    x: &[f64],
+    dim: usize,
+    targets: [(Operand, &[f64], &mut [f64]); 3],
+    offset: usize,
+) -> Result<(), KernelError> {
+    let part = Shape::new(x.len() / dim.max(1), dim, 0);
+    for (operand, weight, out) in targets {
+        project(part, x, weight, out).map_err(|error| match error {
+            KernelError::NonFiniteResult { index, .. } => KernelError::NonFiniteResult {
+                operand,
+                index: offset + index,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits for every thread and returns the error that one thread would have met
+/// first: the earliest intermediate (`Q`, `K`, `V`, the scores, the output), then
+/// the smallest index. So the message does not depend on the number of threads.
+fn join_all(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<(), KernelError>>>,
+) -> Result<(), KernelError> {
+    let mut first: Option<KernelError> = None;
+    for handle in handles {
+        // A kernel call never panics; should a thread die anyway, re-raise its
+        // panic here rather than print a result with missing rows.
+        let outcome = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Err(error) = outcome {
+            if first.is_none_or(|earlier| order(error) < order(earlier)) {
+                first = Some(error);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Orders errors as a single thread meets them.
+fn order(error: KernelError) -> (usize, usize) {
+    match error {
+        KernelError::NonFiniteResult { operand, index } => {
+            let stage = match operand {
+                Operand::Query => 0,
+                Operand::Key => 1,
+                Operand::Value => 2,
+                Operand::Scores => 3,
+                _ => 4,
+            };
+            (stage, index)
+        }
+        _ => (0, 0),
+    }
 }
 
 /// Allocates `len` zeros, reporting a failed allocation instead of aborting.
@@ -81,14 +240,63 @@ fn zeroed(len: usize) -> Result<Vec<f64>, ComputeError> {
     Ok(values)
 }
 
+/// Below this many values, one thread formats faster than starting a second.
+const PARALLEL_VALUES: usize = 1 << 16;
+
 /// Formats the output line: each value with four decimals as Python's `f"{v:.4f}"`
 /// prints it, except that `-0.0000` prints as `0.0000`, separated by single spaces and
 /// ending in a newline.
+///
+/// Long outputs are formatted in parts on the available cores and joined; the text
+/// is the same.
 pub fn format_output(values: &[f64]) -> String {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |count| count.get())
+        .min(values.len() / PARALLEL_VALUES)
+        .max(1);
+    let part_len = values.len().div_ceil(threads).max(1);
+    let parts: Vec<String> = if threads == 1 {
+        vec![format_values(values)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = values
+                .chunks(part_len)
+                .map(|part| scope.spawn(move || format_values(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+
+    let mut text = String::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            text.push(' ');
+        }
+        text.push_str(part);
+    }
+    text.push('\n');
+    text
+}
+
+/// Formats values with four decimals, separated by single spaces, with no newline.
+fn format_values(values: &[f64]) -> String {
     // Most values of the task print as `-0.1234` plus a space.
-    let mut text = String::with_capacity(values.len().saturating_mul(8).saturating_add(1));
-    // `String`'s `fmt::Write` never fails, and the kernel returns only the writer's errors.
-    let _ = write_judge_line(&mut text, values);
+    let mut text = String::with_capacity(values.len().saturating_mul(8));
+    for (index, &value) in values.iter().enumerate() {
+        if index > 0 {
+            text.push(' ');
+        }
+        // `String`'s `fmt::Write` never fails, and the kernel returns only the
+        // writer's errors.
+        let _ = write_fixed4(&mut text, value);
+    }
     text
 }
 

@@ -282,6 +282,52 @@ impl<R: Read> Tokenizer<R> {
         }))
     }
 
+    /// Parses whitespace-separated short decimals from the current chunk into
+    /// `values`, at most `max` of them, and returns how many it took.
+    ///
+    /// This is the fast path of a matrix read: it stops, consuming nothing of the
+    /// token, at anything it does not handle (a non-ASCII byte, a token that may
+    /// continue in the next chunk, a token the short-decimal parser leaves to
+    /// `str::parse`), so that [`Tokenizer::next_token`] reads that token with full
+    /// checks and positions. The values, token count and line numbers it produces are
+    /// the ones `next_token` would.
+    pub(crate) fn take_short_decimals(&mut self, values: &mut Vec<f64>, max: usize) -> usize {
+        let bytes = self.text.as_bytes();
+        let mut index = self.scan;
+        let mut taken = 0;
+        while taken < max {
+            // Step 1: ASCII whitespace, counting lines.
+            while let Some(&byte) = bytes.get(index) {
+                if !is_ascii_whitespace(byte) {
+                    break;
+                }
+                index += 1;
+                if byte == b'\n' {
+                    self.line += 1;
+                    self.line_start_offset = self.text_offset + index as u64;
+                    self.line_start_continuation_bytes = self.continuation_bytes;
+                }
+            }
+
+            // Step 2: a short decimal that ends inside this chunk.
+            let rest = bytes.get(index..).unwrap_or_default();
+            let Some((value, length)) = crate::number::scan_short_decimal(rest) else {
+                break;
+            };
+            if length == 0 || length >= rest.len() {
+                // The token may continue in the next chunk.
+                break;
+            }
+            let end = index + length;
+            values.push(value);
+            self.token_count += 1;
+            taken += 1;
+            index = end;
+        }
+        self.scan = index;
+        taken
+    }
+
     /// Returns the stream offset of `text[index]`.
     fn stream_offset(&self, index: usize) -> u64 {
         self.text_offset + index as u64
