@@ -1,7 +1,7 @@
 //! Low-rank adapters: merging `s B A` into a weight and taking it out again.
 
 use crate::error::{Error, Operand, Projection};
-use crate::linalg::first_non_finite;
+use crate::linalg::{first_non_finite, matmul};
 use crate::real::Real;
 use crate::scaling::Scaling;
 use crate::shape::AdapterShape;
@@ -83,38 +83,10 @@ pub(crate) fn check_result<T: Real>(operand: Operand, values: &[T]) -> Result<()
     }
 }
 
-/// Writes row `row` of the adapter term `s B A` into `term_row` (length `in_features`).
-///
-/// Each element is `s * (sum over k of B[row][k] * A[k][j])`, summed in order of k.
-/// Merging and unmerging both call this, so they add and subtract the same values.
-fn adapter_term_row<T: Real>(
-    shape: AdapterShape,
-    adapter: &Adapter<'_, T>,
-    scale: T,
-    row: usize,
-    term_row: &mut [T],
-) {
-    term_row.fill(T::zero());
-    if shape.rank == 0 || shape.in_features == 0 {
-        return;
-    }
-    let b_row = adapter
-        .b
-        .chunks_exact(shape.rank)
-        .nth(row)
-        .unwrap_or_default();
-    for (&b_element, a_row) in b_row.iter().zip(adapter.a.chunks_exact(shape.in_features)) {
-        for (term, &a_element) in term_row.iter_mut().zip(a_row) {
-            *term = b_element.multiply_add(a_element, *term);
-        }
-    }
-    for term in term_row.iter_mut() {
-        *term = scale * *term;
-    }
-}
-
-/// Returns element `(row, column)` of the adapter term `s B A`, computed exactly as
-/// [`adapter_term_row`] computes it.
+/// Returns element `(row, column)` of the adapter term `s B A`: the chain of
+/// multiply-adds over the rank, in order and from zero, times `s`. That is the
+/// arithmetic of the matrix product in [`merge_adapter`], so merging into a copy
+/// and merging in place give the same bits, and unmerging subtracts the same terms.
 fn adapter_term<T: Real>(
     shape: AdapterShape,
     adapter: &Adapter<'_, T>,
@@ -200,14 +172,11 @@ pub fn merge_adapter<T: Real>(
         }
         return Ok(());
     }
-    let rows = weight
-        .chunks_exact(shape.in_features)
-        .zip(merged.chunks_exact_mut(shape.in_features));
-    for (row, (weight_row, merged_row)) in rows.enumerate() {
-        adapter_term_row(shape, adapter, scale, row, merged_row);
-        for (merged_element, &weight_element) in merged_row.iter_mut().zip(weight_row) {
-            *merged_element = weight_element + *merged_element;
-        }
+    // B A as a matrix product: each element the same chain over the rank that
+    // `adapter_term` computes, then scaled and added to the weight.
+    matmul(adapter.b, adapter.a, shape.rank, shape.in_features, merged);
+    for (merged_element, &weight_element) in merged.iter_mut().zip(weight) {
+        *merged_element = weight_element + scale * *merged_element;
     }
     check_result(Operand::MergedWeight(target), merged)
 }

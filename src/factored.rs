@@ -3,7 +3,7 @@
 use crate::adapter::check_result;
 use crate::attention::{attend_in_blocks, check_scratch, split_scratch, validate_inputs, Weights};
 use crate::error::{Dimension, Error, Operand};
-use crate::linalg::{dot, matmul_transposed};
+use crate::linalg::{dot, matmul_transposed, matmul_transposed_accumulate};
 use crate::real::Real;
 use crate::shape::{min, Shape};
 
@@ -69,15 +69,18 @@ pub fn attention_factored<T: Real>(
     result
 }
 
-/// Writes the queries `Q = x Wq^T + s (x A^T) B^T` one row at a time, with `adapter_row`
-/// (length `rank`) holding `A x` for the current row.
+/// Writes the queries `Q = x Wq^T + s (x A^T) B^T`.
+///
+/// `adapter_rows` is scratch for `x A^T`: with room for every row (`rows * rank`
+/// values) the adapter term is two matrix products, otherwise it is computed one
+/// row at a time in its first `rank` values.
 pub(crate) fn factored_queries<T: Real>(
     x: &[T],
     weights: &Weights<'_, T>,
     dim: usize,
     rank: usize,
     scale: T,
-    adapter_row: &mut [T],
+    adapter_rows: &mut [T],
     q: &mut [T],
 ) {
     matmul_transposed(x, weights.wq, dim, dim, q);
@@ -88,14 +91,24 @@ pub(crate) fn factored_queries<T: Real>(
     }
     let a = weights.adapter.a;
     let b = weights.adapter.b;
+    let rows = x.len() / dim;
+    if let Some(projected) = adapter_rows.get_mut(..rows * rank) {
+        // U = s (x A^T), then Q += U B^T.
+        matmul_transposed(x, a, dim, rank, projected);
+        for value in projected.iter_mut() {
+            *value = scale * *value;
+        }
+        matmul_transposed_accumulate(projected, b, rank, dim, q);
+        return;
+    }
     for (x_row, q_row) in x.chunks_exact(dim).zip(q.chunks_exact_mut(dim)) {
         // Step 1: A x, the row projected into the rank-r space.
-        for (value, a_row) in adapter_row.iter_mut().zip(a.chunks_exact(dim)) {
+        for (value, a_row) in adapter_rows.iter_mut().zip(a.chunks_exact(dim)) {
             *value = dot(a_row, x_row);
         }
         // Step 2: q += s B (A x).
         for (q_element, b_row) in q_row.iter_mut().zip(b.chunks_exact(rank)) {
-            *q_element = scale.multiply_add(dot(b_row, adapter_row), *q_element);
+            *q_element = scale.multiply_add(dot(b_row, adapter_rows), *q_element);
         }
     }
 }

@@ -36,8 +36,8 @@ impl Tiles {
     } else {
         3
     };
-    /// Elements of the panel of `b`: 32 KiB of `f64`, which stays in the L1 cache.
-    const PANEL_LEN: usize = 4096;
+    /// Vectors in the panel of `b`: 32 KiB, which stays in the L1 cache.
+    const PANEL_VECTORS: usize = 1024;
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -49,12 +49,21 @@ impl Tiles {
     const ROWS: usize = 4;
     /// Columns per tile (vectors of one lane).
     const VECTORS: usize = 4;
-    /// Elements of the panel of `b`: 1 KiB of `f32`, small for a firmware stack.
-    const PANEL_LEN: usize = 256;
+    /// Vectors (single values) in the panel of `b`: 1 KiB of `f32`, small for a
+    /// firmware stack.
+    const PANEL_VECTORS: usize = 256;
 }
 
-/// Rows of `b` (summed indices) per panel, at most.
-const PANEL_DEPTH: usize = 64;
+/// Most rows of `a` for which a product reads `b` in place instead of copying blocks
+/// of it: copying `b` costs about as much as 16 rows of multiply-adds over it.
+const DIRECT_ROWS: usize = 16;
+
+/// Summed indices per pass of the in-place product, at most.
+const DIRECT_DEPTH: usize = 256;
+
+/// Rows of `b` (summed indices) per panel, at most. A deeper panel stores each tile
+/// of `c` fewer times; 256 covers the widths of small models in one panel.
+const PANEL_DEPTH: usize = 256;
 
 /// Returns the dot product of two equally long slices, summed left to right.
 #[inline]
@@ -83,6 +92,17 @@ pub(crate) fn matmul_accumulate<T: Real>(a: &[T], b: &[T], k: usize, n: usize, c
 /// Computes `c = a b^T` for `a` (m x k), `b` (n x k) and `c` (m x n).
 pub(crate) fn matmul_transposed<T: Real>(a: &[T], b: &[T], k: usize, n: usize, c: &mut [T]) {
     product(a, b, k, n, c, Layout::Transposed, false);
+}
+
+/// Computes `c = c + a b^T`: each element's chain starts from its value in `c`.
+pub(crate) fn matmul_transposed_accumulate<T: Real>(
+    a: &[T],
+    b: &[T],
+    k: usize,
+    n: usize,
+    c: &mut [T],
+) {
+    product(a, b, k, n, c, Layout::Transposed, true);
 }
 
 /// How the second operand is stored.
@@ -144,44 +164,119 @@ fn product_lanes<T: Real, const L: usize>(
     layout: Layout,
     accumulate: bool,
 ) {
-    const MR: usize = Tiles::ROWS;
-    const NV: usize = Tiles::VECTORS;
     let rows = (a.len() / k).min(c.len() / n);
-    if rows < MR {
+    if rows < Tiles::ROWS {
         // Too few rows to repay packing a panel: each element directly.
         product_rows(a, b, k, n, c, layout, accumulate);
         return;
     }
-    let width = NV * L;
-    let panel_columns = (Tiles::PANEL_LEN / PANEL_DEPTH / width).max(1) * width;
-    let panel_depth = (Tiles::PANEL_LEN / panel_columns).clamp(1, PANEL_DEPTH);
-    let mut b_panel = [T::zero(); Tiles::PANEL_LEN];
-    let zeros = [T::zero(); PANEL_DEPTH];
+    if layout == Layout::Transposed && rows < n {
+        // The panel holds a block of one operand for every tile of the other, so
+        // pack the smaller one: compute c^T = b a^T, whose elements are the same
+        // chains (x * y equals y * x exactly), and store each tile transposed.
+        let swapped = Operands {
+            a: b,
+            rows: n,
+            b: a,
+            columns: rows,
+            k,
+            layout: Layout::Transposed,
+            c_row_len: n,
+            transposed_output: true,
+        };
+        swapped.run::<L>(c, accumulate);
+    } else {
+        let direct = Operands {
+            a,
+            rows,
+            b,
+            columns: n,
+            k,
+            layout,
+            c_row_len: n,
+            transposed_output: false,
+        };
+        direct.run::<L>(c, accumulate);
+    }
+}
 
-    let mut first_column = 0;
-    while first_column < n {
-        let columns = panel_columns.min(n - first_column);
+/// [`tile_kernel`] reading the tile's columns of `b` in place: row `p` of the tile
+/// is `b_rows[p * n + first_column..][..NV * L]`. The steps stop at the shortest
+/// row of `a` or the last row of `b`.
+#[inline(always)]
+fn tile_kernel_strided<T: Real, const L: usize, const NV: usize>(
+    a_rows: [&[T]; 4],
+    b_rows: &[T],
+    n: usize,
+    first_column: usize,
+    mut sums: [[[T; L]; NV]; 4],
+) -> [[[T; L]; NV]; 4] {
+    let [row0, row1, row2, row3] = a_rows;
+    let columns = row0.iter().zip(row1).zip(row2).zip(row3);
+    for ((((&a0, &a1), &a2), &a3), b_row) in columns.zip(b_rows.chunks(n.max(1))) {
+        let Some(b_tile) = b_row.get(first_column..first_column + NV * L) else {
+            break;
+        };
+        let (b_vectors, _) = b_tile.as_chunks::<L>();
+        let b_step: [[T; L]; NV] =
+            core::array::from_fn(|v| b_vectors.get(v).copied().unwrap_or([T::zero(); L]));
+        for (i, a_element) in [a0, a1, a2, a3].into_iter().enumerate() {
+            for v in 0..NV {
+                for lane in 0..L {
+                    sums[i][v][lane] = a_element.multiply_add(b_step[v][lane], sums[i][v][lane]);
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// A product `a op(b)`: `a` has `rows` rows of `k`, `op(b)` is `k x columns` (see
+/// [`Layout`]). Element `(i, j)` goes to `c[i][j]`, or to `c[j][i]` with
+/// `transposed_output`, in rows of `c_row_len`.
+struct Operands<'a, T> {
+    a: &'a [T],
+    rows: usize,
+    b: &'a [T],
+    columns: usize,
+    k: usize,
+    layout: Layout,
+    c_row_len: usize,
+    transposed_output: bool,
+}
+
+impl<T: Real> Operands<'_, T> {
+    /// Runs the product: register tiles over panels of `b`, or over `b` itself when
+    /// `b` is stored by rows and `a` has too few rows to repay copying `b`.
+    fn run<const L: usize>(&self, c: &mut [T], accumulate: bool) {
+        if self.layout == Layout::Rows && self.rows <= DIRECT_ROWS && !self.transposed_output {
+            self.run_direct::<L>(c, accumulate);
+        } else {
+            self.run_packed::<L>(c, accumulate);
+        }
+    }
+
+    /// Runs the product with tiles that read the rows of `b` in place.
+    fn run_direct<const L: usize>(&self, c: &mut [T], accumulate: bool) {
+        const MR: usize = Tiles::ROWS;
+        const NV: usize = Tiles::VECTORS;
+        let (k, n) = (self.k, self.columns);
+        let width = NV * L;
+        let zeros = [T::zero(); DIRECT_DEPTH];
+        let tiled_columns = n / width * width;
+
         let mut first_step = 0;
         while first_step < k {
-            let depth = panel_depth.min(k - first_step);
-            let block = Block {
-                first_step,
-                depth,
-                first_column,
-                columns,
-                width,
-            };
-
-            // Step 1: the block of b, one tile of columns after another.
-            block.pack_b(b, k, n, layout, &mut b_panel);
-            let b_tiles = b_panel
-                .get(..block.tiles() * depth * width)
-                .unwrap_or_default();
-
-            // Step 2: every tile of rows of a against every tile of columns. Missing
-            // rows of the last tile read zeros.
-            for (a_tile, c_rows) in a.chunks(MR * k).zip(c.chunks_mut(MR * n)) {
-                let rows = (a_tile.len() / k).min(c_rows.len() / n);
+            let depth = DIRECT_DEPTH.min(k - first_step);
+            let b_rows = self.b.get(first_step * n..).unwrap_or_default();
+            for (row_tile, a_tile) in self
+                .a
+                .chunks(MR * k)
+                .take(self.rows.div_ceil(MR))
+                .enumerate()
+            {
+                let first_row = row_tile * MR;
+                let rows = MR.min(self.rows - first_row);
                 let padding = zeros.get(..depth).unwrap_or_default();
                 let mut a_rows: [&[T]; MR] = [padding; MR];
                 for (slot, a_row) in a_rows.iter_mut().zip(a_tile.chunks_exact(k)) {
@@ -189,29 +284,199 @@ fn product_lanes<T: Real, const L: usize>(
                         .get(first_step..first_step + depth)
                         .unwrap_or_default();
                 }
-                for (tile, b_tile) in b_tiles.chunks_exact(depth * width).enumerate() {
-                    let (b_vectors, _) = b_tile.as_chunks::<L>();
-                    let (b_steps, _) = b_vectors.as_chunks::<NV>();
-                    let column = first_column + tile * width;
+
+                // Whole tiles of columns, then the rest one element at a time.
+                for first_column in (0..tiled_columns).step_by(width.max(1)) {
+                    let place = TilePlace {
+                        first_row,
+                        rows,
+                        first_column,
+                        end_column: first_column + width,
+                    };
                     let mut sums = [[[T::zero(); L]; NV]; MR];
                     if first_step > 0 || accumulate {
-                        load_tile(c_rows, n, rows, column, &mut sums);
+                        self.load_tile(c, place, &mut sums);
                     }
-                    sums = tile_kernel(a_rows, b_steps, sums);
-                    store_tile(
-                        c_rows,
-                        n,
-                        rows,
-                        column,
-                        (first_column + columns).min(n),
-                        &sums,
-                    );
+                    sums = tile_kernel_strided(a_rows, b_rows, n, first_column, sums);
+                    self.store_tile(c, place, &sums);
+                }
+                for column in tiled_columns..n {
+                    for (r, a_row) in a_rows.iter().take(rows).enumerate() {
+                        let Some(output) = c.get_mut((first_row + r) * self.c_row_len + column)
+                        else {
+                            continue;
+                        };
+                        let start = if first_step > 0 || accumulate {
+                            *output
+                        } else {
+                            T::zero()
+                        };
+                        let b_column = b_rows.iter().skip(column).step_by(n.max(1));
+                        *output = a_row
+                            .iter()
+                            .zip(b_column)
+                            .fold(start, |sum, (&x, &y)| x.multiply_add(y, sum));
+                    }
                 }
             }
             first_step += depth;
         }
-        first_column += columns;
     }
+
+    /// Runs the product in panels of `b` and register tiles.
+    fn run_packed<const L: usize>(&self, c: &mut [T], accumulate: bool) {
+        const MR: usize = Tiles::ROWS;
+        const NV: usize = Tiles::VECTORS;
+        let (k, n) = (self.k, self.columns);
+        let width = NV * L;
+        let mut panel_vectors = [[T::zero(); L]; Tiles::PANEL_VECTORS];
+        let b_panel = panel_vectors.as_flattened_mut();
+        // As deep as the panel allows with at least one tile of columns, then as
+        // many tiles as fit.
+        let panel_depth = k.min(PANEL_DEPTH).min(b_panel.len() / width).max(1);
+        let panel_columns = (b_panel.len() / panel_depth / width).max(1) * width;
+        let zeros = [T::zero(); PANEL_DEPTH];
+
+        let mut first_column = 0;
+        while first_column < n {
+            let columns = panel_columns.min(n - first_column);
+            let mut first_step = 0;
+            while first_step < k {
+                let depth = panel_depth.min(k - first_step);
+                let block = Block {
+                    first_step,
+                    depth,
+                    first_column,
+                    columns,
+                    width,
+                };
+
+                // Step 1: the block of b, one tile of columns after another.
+                block.pack_b(self.b, k, n, self.layout, b_panel);
+                let b_tiles = b_panel
+                    .get(..block.tiles() * depth * width)
+                    .unwrap_or_default();
+
+                // Step 2: every tile of rows of a against every tile of columns.
+                // Missing rows of the last tile read zeros.
+                for (row_tile, a_tile) in self
+                    .a
+                    .chunks(MR * k)
+                    .take(self.rows.div_ceil(MR))
+                    .enumerate()
+                {
+                    let first_row = row_tile * MR;
+                    let rows = MR.min(self.rows - first_row);
+                    let padding = zeros.get(..depth).unwrap_or_default();
+                    let mut a_rows: [&[T]; MR] = [padding; MR];
+                    for (slot, a_row) in a_rows.iter_mut().zip(a_tile.chunks_exact(k)) {
+                        *slot = a_row
+                            .get(first_step..first_step + depth)
+                            .unwrap_or_default();
+                    }
+                    for (tile, b_tile) in b_tiles.chunks_exact(depth * width).enumerate() {
+                        let (b_vectors, _) = b_tile.as_chunks::<L>();
+                        let (b_steps, _) = b_vectors.as_chunks::<NV>();
+                        let place = TilePlace {
+                            first_row,
+                            rows,
+                            first_column: first_column + tile * width,
+                            end_column: first_column + columns,
+                        };
+                        let mut sums = [[[T::zero(); L]; NV]; MR];
+                        if first_step > 0 || accumulate {
+                            self.load_tile(c, place, &mut sums);
+                        }
+                        sums = tile_kernel(a_rows, b_steps, sums);
+                        self.store_tile(c, place, &sums);
+                    }
+                }
+                first_step += depth;
+            }
+            first_column += columns;
+        }
+    }
+
+    /// Loads a tile's partial sums from `c`; missing rows and columns stay zero.
+    #[inline(always)]
+    fn load_tile<const L: usize, const MR: usize, const NV: usize>(
+        &self,
+        c: &[T],
+        place: TilePlace,
+        sums: &mut [[[T; L]; NV]; MR],
+    ) {
+        let valid = place
+            .end_column
+            .saturating_sub(place.first_column)
+            .min(NV * L);
+        let rows = sums.iter_mut().take(place.rows).enumerate();
+        for (r, sum_row) in rows {
+            let row = place.first_row + r;
+            let sums = sum_row.iter_mut().flatten().take(valid);
+            if self.transposed_output {
+                for (j, sum) in sums.enumerate() {
+                    let index = (place.first_column + j) * self.c_row_len + row;
+                    *sum = c.get(index).copied().unwrap_or_else(T::zero);
+                }
+            } else if let Some(values) = c.get(row * self.c_row_len + place.first_column..) {
+                for (sum, &value) in sums.zip(values) {
+                    *sum = value;
+                }
+            }
+        }
+    }
+
+    /// Stores a tile into `c`, skipping missing rows and columns.
+    #[inline(always)]
+    fn store_tile<const L: usize, const MR: usize, const NV: usize>(
+        &self,
+        c: &mut [T],
+        place: TilePlace,
+        sums: &[[[T; L]; NV]; MR],
+    ) {
+        let valid = place
+            .end_column
+            .saturating_sub(place.first_column)
+            .min(NV * L);
+        for (r, sum_row) in sums.iter().take(place.rows).enumerate() {
+            let row = place.first_row + r;
+            if self.transposed_output {
+                for (j, &sum) in sum_row.iter().flatten().take(valid).enumerate() {
+                    if let Some(output) = c.get_mut((place.first_column + j) * self.c_row_len + row)
+                    {
+                        *output = sum;
+                    }
+                }
+                continue;
+            }
+            let start = row * self.c_row_len + place.first_column;
+            match c.get_mut(start..start + NV * L) {
+                // A whole tile row: vector stores.
+                Some(outputs) if valid == NV * L => {
+                    let (vectors, _) = outputs.as_chunks_mut::<L>();
+                    for (vector, sum) in vectors.iter_mut().zip(sum_row) {
+                        *vector = *sum;
+                    }
+                }
+                _ => {
+                    let outputs = c.iter_mut().skip(start).take(valid);
+                    for (output, &sum) in outputs.zip(sum_row.iter().flatten()) {
+                        *output = sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a tile goes: its first row and number of valid rows, its first column and
+/// the end of the valid columns.
+#[derive(Clone, Copy)]
+struct TilePlace {
+    first_row: usize,
+    rows: usize,
+    first_column: usize,
+    end_column: usize,
 }
 
 /// The product for a few rows, one element at a time.
@@ -325,42 +590,4 @@ fn tile_kernel<T: Real, const L: usize, const NV: usize>(
         }
     }
     sums
-}
-
-/// Loads a tile's partial sums from `c`, from column `column` of the first `rows`
-/// rows; the rest stay zero.
-#[inline(always)]
-fn load_tile<T: Real, const L: usize, const MR: usize, const NV: usize>(
-    c_rows: &[T],
-    n: usize,
-    rows: usize,
-    column: usize,
-    sums: &mut [[[T; L]; NV]; MR],
-) {
-    for (sum_row, c_row) in sums.iter_mut().zip(c_rows.chunks_exact(n)).take(rows) {
-        let values = c_row.iter().skip(column);
-        for (sum, &value) in sum_row.iter_mut().flatten().zip(values) {
-            *sum = value;
-        }
-    }
-}
-
-/// Stores a tile into `c` at column `column` of the first `rows` rows, up to
-/// column `end`.
-#[inline(always)]
-fn store_tile<T: Real, const L: usize, const MR: usize, const NV: usize>(
-    c_rows: &mut [T],
-    n: usize,
-    rows: usize,
-    column: usize,
-    end: usize,
-    sums: &[[[T; L]; NV]; MR],
-) {
-    let valid = end.saturating_sub(column);
-    for (sum_row, c_row) in sums.iter().zip(c_rows.chunks_exact_mut(n)).take(rows) {
-        let outputs = c_row.iter_mut().skip(column).take(valid);
-        for (output, &sum) in outputs.zip(sum_row.iter().flatten()) {
-            *output = sum;
-        }
-    }
 }

@@ -125,10 +125,10 @@ fn compute_streaming<T: Real>(
         let rows = x_block.len() / dim;
         let first_row = block_index * block_rows;
 
-        // Step 1: the block's queries, with A x for one row at a time after them.
-        let (queries, adapter_row) = split_scratch(front, rows * dim)?;
-        let (adapter_row, _) = split_scratch(adapter_row, rank)?;
-        factored_queries(x_block, weights, dim, rank, scale, adapter_row, queries);
+        // Step 1: the block's queries, with A x for every row after them.
+        // The front holds d + r values per row, so A x fits for every row.
+        let (queries, adapter_rows) = split_scratch(front, rows * dim)?;
+        factored_queries(x_block, weights, dim, rank, scale, adapter_rows, queries);
         check_block(Operand::Query, queries, first_row * dim)?;
 
         // Step 2: fold each query through the key weight: Wk^T q_i = (q_i^T Wk)^T.

@@ -566,3 +566,26 @@ fn merged_weight_with_rank_zero_matches_factored() {
         .unwrap();
     assert!(relative_error(&out, &problem.reference()) <= F64_TOLERANCE);
 }
+
+#[test]
+fn merge_into_copy_equals_merge_in_place() {
+    let mut random = Random::new(78);
+    for _ in 0..20 {
+        let shape = AdapterShape {
+            out_features: random.range(1, 40),
+            in_features: random.range(1, 40),
+            rank: random.range(1, 9),
+        };
+        let weight = random.vector(shape.out_features * shape.in_features);
+        let a = random.vector(shape.rank * shape.in_features);
+        let b = random.vector(shape.out_features * shape.rank);
+        let adapter = Adapter::new(&a, &b, Scaling::AlphaOverRank { alpha: 5.0 });
+
+        let mut merged = vec![0.0; weight.len()];
+        lora_attention::merge_adapter(shape, Projection::Query, &weight, &adapter, &mut merged)
+            .unwrap();
+        let mut in_place = weight.clone();
+        merge_in_place(shape, Projection::Query, &mut in_place, &adapter).unwrap();
+        assert_eq!(merged, in_place, "{shape:?}");
+    }
+}
