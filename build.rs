@@ -11,6 +11,8 @@ use std::env;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(fma_f32, values(\"core\", \"std\"))");
     println!("cargo::rustc-check-cfg=cfg(fma_f64, values(\"core\", \"std\"))");
+    // Set by hand (`--cfg scalar_tiles`) to test the scalar products on x86.
+    println!("cargo::rustc-check-cfg=cfg(scalar_tiles)");
 
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();

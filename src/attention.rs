@@ -264,7 +264,11 @@ pub(crate) fn attend_in_blocks<T: Real>(
         if let Some(index) = first_non_finite(block_scores) {
             return Err(Error::NonFiniteResult {
                 operand: Operand::Scores,
-                index: block_index * block_rows * seq_len + index,
+                // Saturates where the whole score matrix would not be addressable.
+                index: block_index
+                    .saturating_mul(block_rows)
+                    .saturating_mul(seq_len)
+                    .saturating_add(index),
             });
         }
         for row in block_scores.chunks_exact_mut(seq_len.max(1)) {

@@ -170,7 +170,10 @@ pub enum Error {
     NonFiniteResult {
         /// The intermediate that is not finite.
         operand: Operand,
-        /// The position of the first non-finite element in that intermediate.
+        /// The position of the first non-finite element in that intermediate. For
+        /// scores that a path never stores whole, the position in the full score
+        /// matrix saturates at `usize::MAX` where that matrix would not be
+        /// addressable (long sequences on 32-bit targets).
         index: usize,
     },
     /// The adapter scale is NaN or infinite.

@@ -10,8 +10,10 @@
 //! out in the order the register tile reads them, and then run one tile of
 //! fixed-size arrays over the panels. The compiler keeps the tile in registers and
 //! vectorises it, each operand is loaded once for several multiply-adds, and the
-//! loop over the panels has no bounds checks. Missing rows and columns at the edges
-//! are zeros in the panels, and their results are not stored.
+//! loop over the panels has no bounds checks. Missing columns at the edges are
+//! zeros in the panels, missing rows repeat a real row, and neither result is
+//! stored. Targets without vector registers (`Tiles::PACK` false) skip the panels:
+//! their tiles read both operands in place.
 //!
 //! These helpers trust their callers: each public function checks lengths before it
 //! calls them. A length that does not match makes a product skip rows or columns
@@ -20,9 +22,12 @@
 use crate::real::Real;
 
 /// Tile and panel sizes of the products for one target.
+///
+/// Building with `RUSTFLAGS="--cfg scalar_tiles"` selects the scalar tiles on x86
+/// too, so that the host tests cover the code firmware runs.
 struct Tiles;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(scalar_tiles)))]
 impl Tiles {
     /// Bytes of one vector register the compiler uses. With AVX-512 the compiler
     /// still prefers 256-bit vectors on Intel cores, but has 32 of them.
@@ -38,9 +43,12 @@ impl Tiles {
     };
     /// Vectors in the panel of `b`: 32 KiB, which stays in the L1 cache.
     const PANEL_VECTORS: usize = 1024;
+    /// Whether products copy blocks of `b` into a panel: vector tiles need the
+    /// columns of `b^T` side by side.
+    const PACK: bool = true;
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(not(target_arch = "x86_64"), scalar_tiles))]
 impl Tiles {
     /// One lane: targets such as a Cortex-M have scalar float registers only.
     const VECTOR_BYTES: usize = 0;
@@ -49,9 +57,11 @@ impl Tiles {
     const ROWS: usize = 4;
     /// Columns per tile (vectors of one lane).
     const VECTORS: usize = 4;
-    /// Vectors (single values) in the panel of `b`: 1 KiB of `f32`, small for a
-    /// firmware stack.
-    const PANEL_VECTORS: usize = 256;
+    /// Vectors (single values) in the panel of `b`, if one were used.
+    const PANEL_VECTORS: usize = 1;
+    /// Whether products copy blocks of `b` into a panel: scalar tiles read both
+    /// operands in place, which saves the copies and the stack.
+    const PACK: bool = false;
 }
 
 /// Most rows of `a` for which a product reads `b` in place instead of copying blocks
@@ -170,7 +180,7 @@ fn product_lanes<T: Real, const L: usize>(
         product_rows(a, b, k, n, c, layout, accumulate);
         return;
     }
-    if layout == Layout::Transposed && rows < n {
+    if Tiles::PACK && layout == Layout::Transposed && rows < n {
         // The panel holds a block of one operand for every tile of the other, so
         // pack the smaller one: compute c^T = b a^T, whose elements are the same
         // chains (x * y equals y * x exactly), and store each tile transposed.
@@ -231,6 +241,36 @@ fn tile_kernel_strided<T: Real, const L: usize, const NV: usize>(
     sums
 }
 
+/// Advances a 4 x 4 tile of dot products by one multiply-add per summed index:
+/// element `(i, j)` of `a_rows[i]` and `b_rows[j]`. The steps stop at the shortest
+/// row.
+#[inline(always)]
+fn dot_kernel<T: Real>(
+    a_rows: [&[T]; 4],
+    b_rows: [&[T]; 4],
+    mut sums: [[[T; 1]; 4]; 4],
+) -> [[[T; 1]; 4]; 4] {
+    for (a_step, b_step) in quads(a_rows).zip(quads(b_rows)) {
+        for (sum_row, &a_element) in sums.iter_mut().zip(&a_step) {
+            for (sum, &b_element) in sum_row.iter_mut().zip(&b_step) {
+                sum[0] = a_element.multiply_add(b_element, sum[0]);
+            }
+        }
+    }
+    sums
+}
+
+/// Returns the elements of four rows side by side, one array per index.
+#[inline(always)]
+fn quads<'a, T: Copy>(rows: [&'a [T]; 4]) -> impl Iterator<Item = [T; 4]> + 'a {
+    let [row0, row1, row2, row3] = rows;
+    row0.iter()
+        .zip(row1)
+        .zip(row2)
+        .zip(row3)
+        .map(|(((&x0, &x1), &x2), &x3)| [x0, x1, x2, x3])
+}
+
 /// A product `a op(b)`: `a` has `rows` rows of `k`, `op(b)` is `k x columns` (see
 /// [`Layout`]). Element `(i, j)` goes to `c[i][j]`, or to `c[j][i]` with
 /// `transposed_output`, in rows of `c_row_len`.
@@ -249,10 +289,47 @@ impl<T: Real> Operands<'_, T> {
     /// Runs the product: register tiles over panels of `b`, or over `b` itself when
     /// `b` is stored by rows and `a` has too few rows to repay copying `b`.
     fn run<const L: usize>(&self, c: &mut [T], accumulate: bool) {
-        if self.layout == Layout::Rows && self.rows <= DIRECT_ROWS && !self.transposed_output {
-            self.run_direct::<L>(c, accumulate);
-        } else {
-            self.run_packed::<L>(c, accumulate);
+        let direct_rows = if Tiles::PACK { DIRECT_ROWS } else { usize::MAX };
+        match self.layout {
+            Layout::Rows if self.rows <= direct_rows && !self.transposed_output => {
+                self.run_direct::<L>(c, accumulate);
+            }
+            Layout::Transposed if !Tiles::PACK && !self.transposed_output => {
+                self.run_dots(c, accumulate);
+            }
+            _ => self.run_packed::<L>(c, accumulate),
+        }
+    }
+
+    /// Runs `a b^T` with scalar tiles of 4 x 4 dot products that read the rows of
+    /// both operands in place.
+    fn run_dots(&self, c: &mut [T], accumulate: bool) {
+        const MR: usize = Tiles::ROWS;
+        let (k, n) = (self.k, self.columns);
+        let mut first_step = 0;
+        while first_step < k {
+            let depth = DIRECT_DEPTH.min(k - first_step);
+            let a_tiles = self.a.chunks((MR * k).max(1)).take(self.rows.div_ceil(MR));
+            for (row_tile, a_tile) in a_tiles.enumerate() {
+                let a_rows = tile_rows::<T, MR>(a_tile, k, first_step, depth);
+                let b_tiles = self.b.chunks((MR * k).max(1)).take(n.div_ceil(MR));
+                for (column_tile, b_tile) in b_tiles.enumerate() {
+                    let b_rows = tile_rows::<T, MR>(b_tile, k, first_step, depth);
+                    let place = TilePlace {
+                        first_row: row_tile * MR,
+                        rows: MR.min(self.rows - row_tile * MR),
+                        first_column: column_tile * MR,
+                        end_column: n,
+                    };
+                    let mut sums = [[[T::zero(); 1]; MR]; MR];
+                    if first_step > 0 || accumulate {
+                        self.load_tile(c, place, &mut sums);
+                    }
+                    sums = dot_kernel(a_rows, b_rows, sums);
+                    self.store_tile(c, place, &sums);
+                }
+            }
+            first_step += depth;
         }
     }
 
@@ -262,7 +339,6 @@ impl<T: Real> Operands<'_, T> {
         const NV: usize = Tiles::VECTORS;
         let (k, n) = (self.k, self.columns);
         let width = NV * L;
-        let zeros = [T::zero(); DIRECT_DEPTH];
         let tiled_columns = n / width * width;
 
         let mut first_step = 0;
@@ -271,19 +347,13 @@ impl<T: Real> Operands<'_, T> {
             let b_rows = self.b.get(first_step * n..).unwrap_or_default();
             for (row_tile, a_tile) in self
                 .a
-                .chunks(MR * k)
+                .chunks((MR * k).max(1))
                 .take(self.rows.div_ceil(MR))
                 .enumerate()
             {
                 let first_row = row_tile * MR;
                 let rows = MR.min(self.rows - first_row);
-                let padding = zeros.get(..depth).unwrap_or_default();
-                let mut a_rows: [&[T]; MR] = [padding; MR];
-                for (slot, a_row) in a_rows.iter_mut().zip(a_tile.chunks_exact(k)) {
-                    *slot = a_row
-                        .get(first_step..first_step + depth)
-                        .unwrap_or_default();
-                }
+                let a_rows = tile_rows::<T, MR>(a_tile, k, first_step, depth);
 
                 // Whole tiles of columns, then the rest one element at a time.
                 for first_column in (0..tiled_columns).step_by(width.max(1)) {
@@ -335,8 +405,6 @@ impl<T: Real> Operands<'_, T> {
         // many tiles as fit.
         let panel_depth = k.min(PANEL_DEPTH).min(b_panel.len() / width).max(1);
         let panel_columns = (b_panel.len() / panel_depth / width).max(1) * width;
-        let zeros = [T::zero(); PANEL_DEPTH];
-
         let mut first_column = 0;
         while first_column < n {
             let columns = panel_columns.min(n - first_column);
@@ -358,22 +426,15 @@ impl<T: Real> Operands<'_, T> {
                     .unwrap_or_default();
 
                 // Step 2: every tile of rows of a against every tile of columns.
-                // Missing rows of the last tile read zeros.
                 for (row_tile, a_tile) in self
                     .a
-                    .chunks(MR * k)
+                    .chunks((MR * k).max(1))
                     .take(self.rows.div_ceil(MR))
                     .enumerate()
                 {
                     let first_row = row_tile * MR;
                     let rows = MR.min(self.rows - first_row);
-                    let padding = zeros.get(..depth).unwrap_or_default();
-                    let mut a_rows: [&[T]; MR] = [padding; MR];
-                    for (slot, a_row) in a_rows.iter_mut().zip(a_tile.chunks_exact(k)) {
-                        *slot = a_row
-                            .get(first_step..first_step + depth)
-                            .unwrap_or_default();
-                    }
+                    let a_rows = tile_rows::<T, MR>(a_tile, k, first_step, depth);
                     for (tile, b_tile) in b_tiles.chunks_exact(depth * width).enumerate() {
                         let (b_vectors, _) = b_tile.as_chunks::<L>();
                         let (b_steps, _) = b_vectors.as_chunks::<NV>();
@@ -467,6 +528,27 @@ impl<T: Real> Operands<'_, T> {
             }
         }
     }
+}
+
+/// Returns the parts `first_step..first_step + depth` of up to `MR` rows of `a`
+/// (rows of `k`). A tile with fewer rows repeats its first row in the missing
+/// places: their sums are computed but never stored, and no zero row is needed.
+#[inline(always)]
+fn tile_rows<T: Real, const MR: usize>(
+    a_tile: &[T],
+    k: usize,
+    first_step: usize,
+    depth: usize,
+) -> [&[T]; MR] {
+    let mut parts = a_tile
+        .chunks_exact(k.max(1))
+        .map(|row| row.get(first_step..first_step + depth).unwrap_or_default());
+    let first = parts.next().unwrap_or_default();
+    let mut rows = [first; MR];
+    for (slot, part) in rows.iter_mut().skip(1).zip(parts) {
+        *slot = part;
+    }
+    rows
 }
 
 /// Where a tile goes: its first row and number of valid rows, its first column and

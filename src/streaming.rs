@@ -216,7 +216,11 @@ impl<T: Real> OnlinePass<'_, T> {
                         let query = self.first_row + row;
                         return Err(Error::NonFiniteResult {
                             operand: Operand::Scores,
-                            index: query * self.seq_len + first_key + index,
+                            // Saturates where the score matrix, never stored,
+                            // would not be addressable.
+                            index: query
+                                .saturating_mul(self.seq_len)
+                                .saturating_add(first_key + index),
                         });
                     }
                 }

@@ -339,7 +339,10 @@ impl<'a, T: Real> Block<'a, T> {
             if let Some(index) = scores.iter().position(|score| !masked_or_finite(score)) {
                 return Err(Error::NonFiniteResult {
                     operand: Operand::Scores,
-                    index: head * n * n + index,
+                    index: head
+                        .saturating_mul(n)
+                        .saturating_mul(n)
+                        .saturating_add(index),
                 });
             }
 
@@ -396,7 +399,11 @@ impl<'a, T: Real> Block<'a, T> {
             check_values(Operand::Query, query, i * self.dim)?;
 
             let count = if self.config.causal { i + 1 } else { n };
-            self.attend_stored(query, k, v, count, states, heads, i * n, n * n)?;
+            // The scores are never stored, so their indices may exceed usize on
+            // 32-bit targets; they saturate instead.
+            let first_score = i.saturating_mul(n);
+            let head_stride = n.saturating_mul(n);
+            self.attend_stored(query, k, v, count, states, heads, first_score, head_stride)?;
             check_values(Operand::HeadOutput, heads, i * self.dim)?;
             self.finish_rows(heads, out_row, adapter_row, i * self.dim)?;
         }
@@ -552,7 +559,11 @@ impl<'a, T: Real> Block<'a, T> {
                     .zip(sums.chunks_exact_mut(self.dim))
                     .zip(states.chunks_exact_mut(SOFTMAX_STATE_LEN));
                 for (head, ((folded_head, sum), state)) in per_head.enumerate() {
-                    let score_offset = (head * n + i) * n + first_key;
+                    let score_offset = head
+                        .saturating_mul(n)
+                        .saturating_add(i)
+                        .saturating_mul(n)
+                        .saturating_add(first_key);
                     online::update(
                         folded_head,
                         input_rows,
