@@ -99,11 +99,12 @@ fn read_matrix<R: Read>(
     let mut values = Vec::new();
     let mut found: u128 = 0;
     while found < expected {
-        // Fast path: short decimals, as many as fit the capacity.
-        grow_for_one_more(&mut values, size)?;
-        let room = values.capacity() - values.len();
+        // Fast path: short decimals. Room for every token the chunk can still
+        // hold (one digit and one space each) lets it take the chunk at once.
         let remaining = usize::try_from(expected - found).unwrap_or(usize::MAX);
-        let taken = tokens.take_short_decimals(&mut values, room.min(remaining));
+        let chunk_tokens = tokens.unread_chunk_bytes() / 2 + 1;
+        grow_for(&mut values, size, chunk_tokens.min(remaining))?;
+        let taken = tokens.take_short_decimals(&mut values, remaining);
         found += taken as u128;
         if taken > 0 {
             continue;
@@ -122,23 +123,27 @@ fn read_matrix<R: Read>(
             problem,
             token: TokenExcerpt::new(&token),
         })?;
-        grow_for_one_more(&mut values, size)?;
+        grow_for(&mut values, size, 1)?;
         values.push(value);
         found += 1;
     }
     Ok(values)
 }
 
-/// Makes room for one more value: the capacity starts at [`INITIAL_CAPACITY`], at
-/// most doubles, and never exceeds the matrix's count, so a complete matrix ends with
-/// capacity equal to its length.
-fn grow_for_one_more(values: &mut Vec<f64>, size: MatrixSize) -> Result<(), InputError> {
+/// Makes room for `wanted` more values (at least one): the capacity starts at
+/// [`INITIAL_CAPACITY`], at least doubles when it grows, and never exceeds the
+/// matrix's count, so a complete matrix ends with capacity equal to its length.
+fn grow_for(values: &mut Vec<f64>, size: MatrixSize, wanted: usize) -> Result<(), InputError> {
     let len = values.len();
-    if len < values.capacity() {
+    let wanted = wanted.max(1);
+    if values.capacity() - len >= wanted {
         return Ok(());
     }
-    let doubled = len.saturating_mul(2).max(INITIAL_CAPACITY);
-    let capped = u128::try_from(doubled).map_or(size.count(), |doubled| doubled.min(size.count()));
+    let target = len
+        .saturating_add(wanted)
+        .max(len.saturating_mul(2))
+        .max(INITIAL_CAPACITY);
+    let capped = u128::try_from(target).map_or(size.count(), |target| target.min(size.count()));
     // The matrix has more than `len` values, so `capped > len` and the difference fits.
     let target = usize::try_from(capped).unwrap_or(usize::MAX);
     let additional = target.saturating_sub(len).max(1);

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use crate::error::{InputError, Utf8Fault};
 
 /// Default number of bytes read from the input at a time.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+pub const CHUNK_SIZE: usize = 1 << 20;
 
 /// Maximum number of bytes of a token that the tokenizer stores.
 ///
@@ -88,6 +88,99 @@ fn prefix_at_char_boundary(text: &str, max_bytes: usize) -> &str {
     text.get(..end).unwrap_or_default()
 }
 
+/// Bytes of text below which the fast path does not split its work across two
+/// threads: starting a thread costs about as much as parsing a few kilobytes.
+const PARALLEL_BYTES: usize = 256 * 1024;
+
+/// What one run of the fast path found in `bytes[start..limit]`.
+struct RunResult {
+    /// Tokens parsed and pushed.
+    tokens: usize,
+    /// Line breaks passed.
+    lines: u64,
+    /// Index just after the last line break passed, if any.
+    last_line_start: Option<usize>,
+    /// Index where the run stopped: at the start of a token it left, or at `limit`.
+    end: usize,
+    /// Whether the run reached `limit` without leaving a token.
+    reached_limit: bool,
+}
+
+impl RunResult {
+    /// A run that took nothing, at `index`.
+    fn empty(index: usize) -> Self {
+        RunResult {
+            tokens: 0,
+            lines: 0,
+            last_line_start: None,
+            end: index,
+            reached_limit: false,
+        }
+    }
+}
+
+/// Parses short decimals that start in `bytes[start..limit]`, at most `max`, into
+/// `values`, stopping at the first token it cannot take.
+///
+/// A token must end before the end of `bytes`, so that a token cut by the chunk
+/// boundary is left for the next chunk; `limit` itself must be a whitespace byte or
+/// the end of `bytes`.
+fn scan_run(
+    bytes: &[u8],
+    start: usize,
+    limit: usize,
+    values: &mut Vec<f64>,
+    max: usize,
+) -> RunResult {
+    let mut run = RunResult::empty(start);
+    let mut index = start;
+    loop {
+        // Step 1: ASCII whitespace, counting lines.
+        while index < limit {
+            let Some(&byte) = bytes.get(index) else { break };
+            if !is_ascii_whitespace(byte) {
+                break;
+            }
+            index += 1;
+            if byte == b'\n' {
+                run.lines += 1;
+                run.last_line_start = Some(index);
+            }
+        }
+        if index >= limit {
+            run.reached_limit = true;
+            break;
+        }
+        if run.tokens == max {
+            break;
+        }
+
+        // Step 2: a short decimal that ends inside the chunk.
+        let rest = bytes.get(index..).unwrap_or_default();
+        let Some((value, length)) = crate::number::scan_short_decimal(rest) else {
+            break;
+        };
+        if length == 0 || length >= rest.len() {
+            // The token may continue in the next chunk.
+            break;
+        }
+        values.push(value);
+        run.tokens += 1;
+        index += length;
+    }
+    run.end = index;
+    run
+}
+
+/// Returns the index of the first ASCII whitespace byte at or after `from`, within
+/// a few kilobytes, or `None`.
+fn find_split(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut window = bytes.get(from..)?.iter().take(4096);
+    window
+        .position(|&byte| is_ascii_whitespace(byte))
+        .map(|offset| from + offset)
+}
+
 /// A token that started in an earlier chunk.
 #[derive(Debug, Default)]
 struct CarriedToken {
@@ -158,6 +251,8 @@ pub struct Tokenizer<R> {
     line_start_continuation_bytes: u64,
     token_count: u64,
     carried: CarriedToken,
+    /// Storage for the second half of a split fast-path run, kept between runs.
+    spare_values: Vec<f64>,
 }
 
 impl<R: Read> Tokenizer<R> {
@@ -188,6 +283,7 @@ impl<R: Read> Tokenizer<R> {
             line_start_continuation_bytes: 0,
             token_count: 0,
             carried: CarriedToken::default(),
+            spare_values: Vec::new(),
         }
     }
 
@@ -282,50 +378,78 @@ impl<R: Read> Tokenizer<R> {
         }))
     }
 
+    /// Returns the number of bytes of the current chunk not scanned yet.
+    pub(crate) fn unread_chunk_bytes(&self) -> usize {
+        self.text.len() - self.scan
+    }
+
     /// Parses whitespace-separated short decimals from the current chunk into
-    /// `values`, at most `max` of them, and returns how many it took.
+    /// `values`, at most `max` of them and no more than its spare capacity, and
+    /// returns how many it took.
     ///
     /// This is the fast path of a matrix read: it stops, consuming nothing of the
     /// token, at anything it does not handle (a non-ASCII byte, a token that may
     /// continue in the next chunk, a token the short-decimal parser leaves to
     /// `str::parse`), so that [`Tokenizer::next_token`] reads that token with full
     /// checks and positions. The values, token count and line numbers it produces are
-    /// the ones `next_token` would.
+    /// the ones `next_token` would. A long stretch of text is split in two at a
+    /// whitespace byte and the halves are parsed on two threads; the second half
+    /// counts only when the first is taken whole and both fit.
     pub(crate) fn take_short_decimals(&mut self, values: &mut Vec<f64>, max: usize) -> usize {
+        let max = max.min(values.capacity() - values.len());
         let bytes = self.text.as_bytes();
-        let mut index = self.scan;
-        let mut taken = 0;
-        while taken < max {
-            // Step 1: ASCII whitespace, counting lines.
-            while let Some(&byte) = bytes.get(index) {
-                if !is_ascii_whitespace(byte) {
-                    break;
-                }
-                index += 1;
-                if byte == b'\n' {
-                    self.line += 1;
-                    self.line_start_offset = self.text_offset + index as u64;
-                    self.line_start_continuation_bytes = self.continuation_bytes;
-                }
-            }
+        let start = self.scan;
+        let split = if bytes.len() - start >= PARALLEL_BYTES && max >= PARALLEL_BYTES / 16 {
+            find_split(bytes, start + (bytes.len() - start) / 2)
+        } else {
+            None
+        };
 
-            // Step 2: a short decimal that ends inside this chunk.
-            let rest = bytes.get(index..).unwrap_or_default();
-            let Some((value, length)) = crate::number::scan_short_decimal(rest) else {
-                break;
-            };
-            if length == 0 || length >= rest.len() {
-                // The token may continue in the next chunk.
-                break;
-            }
-            let end = index + length;
-            values.push(value);
-            self.token_count += 1;
-            taken += 1;
-            index = end;
+        let Some(split) = split else {
+            let first = scan_run(bytes, start, bytes.len(), values, max);
+            self.commit(&first);
+            return first.tokens;
+        };
+
+        let mut second_values = std::mem::take(&mut self.spare_values);
+        second_values.clear();
+        let (first, second) = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let second = scan_run(bytes, split, bytes.len(), &mut second_values, usize::MAX);
+                (second, second_values)
+            });
+            let first = scan_run(bytes, start, split, values, max);
+            let joined = worker.join();
+            (first, joined)
+        });
+        let (second, second_values) = match second {
+            Ok(result) => result,
+            // A scan never panics; should it anyway, keep only the first half.
+            Err(_) => (RunResult::empty(split), Vec::new()),
+        };
+
+        let mut taken = first.tokens;
+        self.commit(&first);
+        let room = max - first.tokens;
+        if first.reached_limit && second.tokens <= room {
+            values.extend_from_slice(&second_values);
+            self.commit(&second);
+            taken += second.tokens;
         }
-        self.scan = index;
+        self.spare_values = second_values;
         taken
+    }
+
+    /// Moves the scan past a run of the fast path, counting its tokens and lines.
+    fn commit(&mut self, run: &RunResult) {
+        self.token_count += run.tokens as u64;
+        self.line += run.lines;
+        if let Some(line_start) = run.last_line_start {
+            self.line_start_offset = self.text_offset + line_start as u64;
+            // The fast path reads ASCII only, so no continuation byte was passed.
+            self.line_start_continuation_bytes = self.continuation_bytes;
+        }
+        self.scan = run.end;
     }
 
     /// Returns the stream offset of `text[index]`.
@@ -440,17 +564,22 @@ impl<R: Read> Tokenizer<R> {
         bytes.append(&mut self.tail);
         self.scan = 0;
 
-        // Step 2: read one chunk.
-        let read = loop {
-            match self.reader.read(&mut self.chunk) {
-                Ok(read) => break read,
+        // Step 2: read one chunk, as full as the reader allows: a pipe hands over
+        // at most its buffer per read, and long runs of text are what the fast path
+        // splits across threads.
+        let mut read = 0;
+        while read < self.chunk.len() {
+            let free = self.chunk.get_mut(read..).unwrap_or_default();
+            match self.reader.read(free) {
+                Ok(0) => break,
+                Ok(count) => read += count,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     self.tail = bytes;
                     return Err(InputError::Read(error));
                 }
             }
-        };
+        }
         if read == 0 {
             self.at_end_of_input = true;
             self.tail = bytes;
