@@ -164,9 +164,21 @@ pub fn merge_adapter<T: Real>(
     let scale = validate_weight_and_adapter(shape, target, weight, adapter)?;
     let weight_len = shape.weight_len().ok_or(Error::SizeOverflow)?;
     check_len(Operand::MergedWeight(target), weight_len, merged.len())?;
+    merge_validated(shape, target, weight, adapter, scale, merged)
+}
 
+/// [`merge_adapter`] on inputs the caller has validated, with the adapter's scale.
+pub(crate) fn merge_validated<T: Real>(
+    shape: AdapterShape,
+    target: Projection,
+    weight: &[T],
+    adapter: &Adapter<'_, T>,
+    scale: T,
+    merged: &mut [T],
+) -> Result<(), Error> {
     if shape.rank == 0 || shape.in_features == 0 {
-        // Both lengths are `weight_len`, checked above; a zip needs no second check.
+        // Both lengths are `weight_len`, checked by the caller; a zip needs no second
+        // check.
         for (merged_element, &weight_element) in merged.iter_mut().zip(weight) {
             *merged_element = weight_element;
         }

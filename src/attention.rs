@@ -1,6 +1,6 @@
 //! The straightforward single-head path: merge, project, score, softmax, weighted sum.
 
-use crate::adapter::{check_finite, check_len, check_result, merge_adapter, Adapter};
+use crate::adapter::{check_finite, check_len, check_result, merge_validated, Adapter};
 use crate::error::{Error, Operand, Projection};
 use crate::linalg::{first_non_finite, matmul, matmul_transposed};
 use crate::real::Real;
@@ -181,7 +181,7 @@ pub fn attention_blocked<T: Real>(
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
-    validate_inputs(shape, x, weights, out)?;
+    let scale = validate_inputs(shape, x, weights, out)?;
     if block_rows == 0 {
         return Err(Error::ZeroDimension {
             dimension: crate::error::Dimension::BlockRows,
@@ -193,7 +193,7 @@ pub fn attention_blocked<T: Real>(
         scratch.len(),
     )?;
 
-    let result = compute_blocked(shape, x, weights, block_rows, required, scratch, out);
+    let result = compute_blocked(shape, x, weights, scale, block_rows, required, scratch, out);
     if result.is_err() {
         out.fill(T::nan());
     }
@@ -201,10 +201,12 @@ pub fn attention_blocked<T: Real>(
 }
 
 /// Runs the straightforward path on validated inputs.
+#[allow(clippy::too_many_arguments)]
 fn compute_blocked<T: Real>(
     shape: Shape,
     x: &[T],
     weights: &Weights<'_, T>,
+    scale: T,
     block_rows: usize,
     scratch_len: usize,
     scratch: &mut [T],
@@ -219,11 +221,12 @@ fn compute_blocked<T: Real>(
     let (v, scores) = split_scratch(rest, input_len)?;
 
     // Step 1: Wq' = Wq + s B A, merged before projecting as the reference does.
-    merge_adapter(
+    merge_validated(
         shape.query_adapter(),
         Projection::Query,
         weights.wq,
         &weights.adapter,
+        scale,
         merged,
     )?;
 

@@ -68,6 +68,10 @@ impl Tiles {
 /// of it: copying `b` costs about as much as 16 rows of multiply-adds over it.
 const DIRECT_ROWS: usize = 16;
 
+/// Summed indices per pass of the scalar tiles, at most: their interleaved rows of
+/// `a` take 4 of these values on the stack (1 KiB of `f32`).
+const SCALAR_DEPTH: usize = 64;
+
 /// Summed indices per pass of the in-place product, at most.
 const DIRECT_DEPTH: usize = 256;
 
@@ -85,6 +89,22 @@ pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 
 /// Returns the index of the first NaN or infinite element.
 pub(crate) fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
+    // x * 0 is zero for every finite x and NaN for NaN and the infinities, so these
+    // sums are all zero exactly when every element is finite: one multiply-add per
+    // element and no branch, with a search only after a failure.
+    let mut sums = [T::zero(); 4];
+    let (quads, rest) = values.as_chunks::<4>();
+    for quad in quads {
+        for (sum, &value) in sums.iter_mut().zip(quad) {
+            *sum = value.multiply_add(T::zero(), *sum);
+        }
+    }
+    for &value in rest {
+        sums[0] = value.multiply_add(T::zero(), sums[0]);
+    }
+    if sums.iter().all(|&sum| sum == T::zero()) {
+        return None;
+    }
     values.iter().position(|value| !value.is_finite())
 }
 
@@ -242,16 +262,16 @@ fn tile_kernel_strided<T: Real, const L: usize, const NV: usize>(
 }
 
 /// Advances a 4 x 4 tile of dot products by one multiply-add per summed index:
-/// element `(i, j)` of `a_rows[i]` and `b_rows[j]`. The steps stop at the shortest
-/// row.
+/// element `(i, j)` of row `i` of the interleaved `a_steps` and `b_rows[j]`. The
+/// steps stop at the shortest.
 #[inline(always)]
 fn dot_kernel<T: Real>(
-    a_rows: [&[T]; 4],
+    a_steps: &[[T; 4]],
     b_rows: [&[T]; 4],
     mut sums: [[[T; 1]; 4]; 4],
 ) -> [[[T; 1]; 4]; 4] {
-    for (a_step, b_step) in quads(a_rows).zip(quads(b_rows)) {
-        for (sum_row, &a_element) in sums.iter_mut().zip(&a_step) {
+    for (a_step, b_step) in a_steps.iter().zip(quads(b_rows)) {
+        for (sum_row, &a_element) in sums.iter_mut().zip(a_step) {
             for (sum, &b_element) in sum_row.iter_mut().zip(&b_step) {
                 sum[0] = a_element.multiply_add(b_element, sum[0]);
             }
@@ -306,12 +326,19 @@ impl<T: Real> Operands<'_, T> {
     fn run_dots(&self, c: &mut [T], accumulate: bool) {
         const MR: usize = Tiles::ROWS;
         let (k, n) = (self.k, self.columns);
+        // The tile's rows of a, interleaved so that each step loads one array: four
+        // streams instead of eight keeps the pointers in registers on a Cortex-M.
+        let mut a_steps = [[T::zero(); MR]; SCALAR_DEPTH];
         let mut first_step = 0;
         while first_step < k {
-            let depth = DIRECT_DEPTH.min(k - first_step);
+            let depth = SCALAR_DEPTH.min(k - first_step);
             let a_tiles = self.a.chunks((MR * k).max(1)).take(self.rows.div_ceil(MR));
             for (row_tile, a_tile) in a_tiles.enumerate() {
                 let a_rows = tile_rows::<T, MR>(a_tile, k, first_step, depth);
+                for (slot, step) in a_steps.iter_mut().zip(quads(a_rows)) {
+                    *slot = step;
+                }
+                let a_block = a_steps.get(..depth).unwrap_or_default();
                 let b_tiles = self.b.chunks((MR * k).max(1)).take(n.div_ceil(MR));
                 for (column_tile, b_tile) in b_tiles.enumerate() {
                     let b_rows = tile_rows::<T, MR>(b_tile, k, first_step, depth);
@@ -325,7 +352,7 @@ impl<T: Real> Operands<'_, T> {
                     if first_step > 0 || accumulate {
                         self.load_tile(c, place, &mut sums);
                     }
-                    sums = dot_kernel(a_rows, b_rows, sums);
+                    sums = dot_kernel(a_block, b_rows, sums);
                     self.store_tile(c, place, &sums);
                 }
             }
@@ -458,7 +485,26 @@ impl<T: Real> Operands<'_, T> {
         }
     }
 
+    /// Returns the flat index in `c` of element `(r, j)` of a tile, or `None` for a
+    /// missing row or column.
+    #[inline(always)]
+    fn tile_index(&self, place: TilePlace, r: usize, j: usize) -> Option<usize> {
+        let column = place.first_column + j;
+        if r >= place.rows || column >= place.end_column {
+            return None;
+        }
+        let row = place.first_row + r;
+        Some(if self.transposed_output {
+            column * self.c_row_len + row
+        } else {
+            row * self.c_row_len + column
+        })
+    }
+
     /// Loads a tile's partial sums from `c`; missing rows and columns stay zero.
+    ///
+    /// The loops have fixed trip counts, so the compiler keeps the tile in registers
+    /// instead of an array in memory.
     #[inline(always)]
     fn load_tile<const L: usize, const MR: usize, const NV: usize>(
         &self,
@@ -466,22 +512,15 @@ impl<T: Real> Operands<'_, T> {
         place: TilePlace,
         sums: &mut [[[T; L]; NV]; MR],
     ) {
-        let valid = place
-            .end_column
-            .saturating_sub(place.first_column)
-            .min(NV * L);
-        let rows = sums.iter_mut().take(place.rows).enumerate();
-        for (r, sum_row) in rows {
-            let row = place.first_row + r;
-            let sums = sum_row.iter_mut().flatten().take(valid);
-            if self.transposed_output {
-                for (j, sum) in sums.enumerate() {
-                    let index = (place.first_column + j) * self.c_row_len + row;
-                    *sum = c.get(index).copied().unwrap_or_else(T::zero);
-                }
-            } else if let Some(values) = c.get(row * self.c_row_len + place.first_column..) {
-                for (sum, &value) in sums.zip(values) {
-                    *sum = value;
+        for (r, sum_row) in sums.iter_mut().enumerate() {
+            for (v, sum_vector) in sum_row.iter_mut().enumerate() {
+                for (lane, sum) in sum_vector.iter_mut().enumerate() {
+                    if let Some(value) = self
+                        .tile_index(place, r, v * L + lane)
+                        .and_then(|index| c.get(index))
+                    {
+                        *sum = *value;
+                    }
                 }
             }
         }
@@ -495,34 +534,25 @@ impl<T: Real> Operands<'_, T> {
         place: TilePlace,
         sums: &[[[T; L]; NV]; MR],
     ) {
-        let valid = place
-            .end_column
-            .saturating_sub(place.first_column)
-            .min(NV * L);
-        for (r, sum_row) in sums.iter().take(place.rows).enumerate() {
-            let row = place.first_row + r;
-            if self.transposed_output {
-                for (j, &sum) in sum_row.iter().flatten().take(valid).enumerate() {
-                    if let Some(output) = c.get_mut((place.first_column + j) * self.c_row_len + row)
-                    {
-                        *output = sum;
-                    }
-                }
-                continue;
-            }
-            let start = row * self.c_row_len + place.first_column;
+        let whole_rows = !self.transposed_output && place.end_column >= place.first_column + NV * L;
+        for (r, sum_row) in sums.iter().enumerate().take(place.rows) {
+            let start = (place.first_row + r) * self.c_row_len + place.first_column;
             match c.get_mut(start..start + NV * L) {
                 // A whole tile row: vector stores.
-                Some(outputs) if valid == NV * L => {
+                Some(outputs) if whole_rows => {
                     let (vectors, _) = outputs.as_chunks_mut::<L>();
                     for (vector, sum) in vectors.iter_mut().zip(sum_row) {
                         *vector = *sum;
                     }
                 }
                 _ => {
-                    let outputs = c.iter_mut().skip(start).take(valid);
-                    for (output, &sum) in outputs.zip(sum_row.iter().flatten()) {
-                        *output = sum;
+                    for (v, sum_vector) in sum_row.iter().enumerate() {
+                        for (lane, &sum) in sum_vector.iter().enumerate() {
+                            let index = self.tile_index(place, r, v * L + lane);
+                            if let Some(output) = index.and_then(|index| c.get_mut(index)) {
+                                *output = sum;
+                            }
+                        }
                     }
                 }
             }

@@ -56,8 +56,14 @@ pub fn softmax_in_place<T: Real>(row: &mut [T]) -> Result<(), Error> {
 
 /// Returns the exponent below which `exp` is subnormal for `T`: `ln(MIN_POSITIVE)`,
 /// about -87.3 for `f32` and -708.4 for `f64`.
+///
+/// `MIN_POSITIVE` is a power of two, so its base-2 logarithm comes from its bits;
+/// no `ln` is evaluated, which keeps this cheap enough to call per row.
 pub(crate) fn underflow_cutoff<T: Real>() -> T {
-    T::min_positive_value().ln()
+    let (mantissa, exponent, _) = T::min_positive_value().integer_decode();
+    let log2 = i32::from(exponent) + mantissa.trailing_zeros() as i32;
+    let ln_2 = T::from(core::f64::consts::LN_2).unwrap_or_else(T::zero);
+    T::from(log2).unwrap_or_else(T::neg_infinity) * ln_2
 }
 
 /// Returns `exp(exponent)` for `exponent <= 0`, or zero where that would be
@@ -87,5 +93,18 @@ pub(crate) fn softmax_finite_max<T: Real>(row: &mut [T], max: T) {
     }
     for probability in row.iter_mut() {
         *probability = *probability / sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::underflow_cutoff;
+
+    #[test]
+    fn underflow_cutoff_is_log_of_min_positive() {
+        // ln(2^-126) and ln(2^-1022), from the exponents of the smallest normals.
+        assert!((underflow_cutoff::<f32>() - (-87.336_54_f32)).abs() < 1e-4);
+        assert!((underflow_cutoff::<f64>() - (-708.396_418_532_264_1_f64)).abs() < 1e-9);
+        assert!(f64::from(underflow_cutoff::<f32>()).exp() >= f64::from(f32::MIN_POSITIVE) * 0.999);
     }
 }

@@ -1,6 +1,6 @@
 //! One projection `y = W x + bias + s B (A x)` and the rotary embedding.
 
-use crate::adapter::merge_adapter;
+use crate::adapter::merge_validated;
 use crate::error::{Error, Projection};
 use crate::linalg::{dot, matmul_transposed};
 use crate::multihead::config::{AdapterMode, AttentionConfig, PerProjection};
@@ -168,7 +168,14 @@ pub(crate) fn build_projections<'a, T: Real>(
                 in_features: config.dim,
                 rank,
             };
-            merge_adapter(shape, projection, linear.weight, &adapter, slot)?;
+            merge_validated(
+                shape,
+                projection,
+                linear.weight,
+                &adapter,
+                linear.scale,
+                slot,
+            )?;
             linear.weight = slot;
             linear.rank = 0;
         }
