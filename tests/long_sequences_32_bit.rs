@@ -1,25 +1,17 @@
 //! Long sequences on targets with a 32-bit `usize`, where `seq_len * seq_len`
 //! exceeds `usize::MAX` for 65536 tokens or more. The paths that keep no score
 //! matrix accept such sequences, since their scratch does not grow with
-//! `seq_len * seq_len`, but they compute score indices (for error reports) as
-//! `row * seq_len + key` with unchecked arithmetic. In a debug build that panics
-//! with "attempt to multiply with overflow"; in a release build the index wraps.
+//! `seq_len * seq_len`, and report score indices (`row * seq_len + key`) that
+//! saturate at `usize::MAX` there. Unchecked arithmetic would panic with "attempt
+//! to multiply with overflow" in a debug build and wrap in a release build.
 //!
 //! Each test makes the score of one row past the overflow point infinite, so that
 //! a kernel without the panic returns `Error::NonFiniteResult` quickly instead of
 //! computing all `seq_len^2` scores.
 //!
-//! The file compiles to nothing on 64-bit targets. To run it on x86_64 Linux, build
-//! for i686 with Debian's compiler and standard-library sources (scripts/cross-env)
-//! and the `gcc-multilib` package:
-//!
-//! ```text
-//! . scripts/cross-env
-//! cargo test --target i686-unknown-linux-gnu -Z build-std --test long_sequences_32_bit
-//! ```
-//!
-//! NOTE: these tests fail (panic) until the kernel computes those indices with
-//! saturating or checked arithmetic.
+//! The file compiles to nothing on 64-bit targets. `scripts/test-32-bit` runs it on
+//! i686 Linux, with Debian's compiler and standard-library sources and the
+//! `gcc-multilib` package.
 #![cfg(target_pointer_width = "32")]
 
 use lora_attention::{
