@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::time::Instant;
 
-use lora_attention_cli::{compute, format_output, read_problem};
+use lora_attention_cli::{compute_in_place, format_output, read_problem};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -23,7 +23,7 @@ fn main() {
         let file = File::open(&path).expect("FILE is readable");
         let problem = read_problem(BufReader::new(file)).expect("FILE is a valid input");
         let parsed = Instant::now();
-        let values = compute(&problem).expect("the computation succeeds");
+        let values = compute_in_place(problem).expect("the computation succeeds");
         let computed = Instant::now();
         let text = format_output(&values);
         let formatted = Instant::now();

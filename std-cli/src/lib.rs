@@ -27,5 +27,7 @@ pub use error::{ComputeError, Error, InputError, TokenExcerpt, Utf8Fault, EXCERP
 pub use number::{parse_header_value, parse_value, HeaderProblem, ValueProblem};
 pub use problem::{Header, HeaderField, Matrix, MatrixSize, Problem};
 pub use reader::{read_problem, read_tokens};
-pub use run::{block_rows, compute, compute_with_threads, format_output, run, Output};
+pub use run::{
+    block_rows, compute, compute_in_place, compute_with_threads, format_output, run, Output,
+};
 pub use tokens::{Location, Token, Tokenizer, CHUNK_SIZE, MAX_TOKEN_BYTES};

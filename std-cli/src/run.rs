@@ -61,17 +61,28 @@ const PARALLEL_WORK: usize = 1 << 18;
 /// [`ComputeError::TooLarge`] and [`ComputeError::OutOfMemory`] when the kernel's
 /// buffers cannot be allocated.
 pub fn compute(problem: &Problem) -> Result<Vec<f64>, ComputeError> {
+    compute_with_threads(problem, available_cores(problem))
+}
+
+/// Returns the threads worth using for `problem`: one for small inputs, where
+/// starting a thread costs more than it saves, the available cores otherwise.
+fn available_cores(problem: &Problem) -> usize {
     let header = problem.header;
     let work = header
         .rows
         .saturating_mul(header.width)
         .saturating_mul(header.width);
-    let threads = if work < PARALLEL_WORK {
+    if work < PARALLEL_WORK {
         1
     } else {
-        std::thread::available_parallelism().map_or(1, |count| count.get())
-    };
-    compute_with_threads(problem, threads)
+        cores()
+    }
+}
+
+/// Returns the number of cores this process may use, asked of the system once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |count| count.get()))
 }
 
 /// Computes the output with up to `threads` threads, each taking a share of the
@@ -81,6 +92,33 @@ pub fn compute(problem: &Problem) -> Result<Vec<f64>, ComputeError> {
 ///
 /// As [`compute`].
 pub fn compute_with_threads(problem: &Problem, threads: usize) -> Result<Vec<f64>, ComputeError> {
+    compute_rows(problem, InputRows::Borrowed(&problem.x), threads)
+}
+
+/// Computes the output as [`compute`] does, writing it over the input rows `x`,
+/// which are not needed once `Q`, `K` and `V` are projected. That saves allocating
+/// and touching one `b x d` buffer.
+///
+/// # Errors
+///
+/// As [`compute`].
+pub fn compute_in_place(mut problem: Problem) -> Result<Vec<f64>, ComputeError> {
+    let x = std::mem::take(&mut problem.x);
+    compute_rows(&problem, InputRows::Owned(x), available_cores(&problem))
+}
+
+/// The input rows `x`, borrowed, or owned and reused for the output.
+enum InputRows<'a> {
+    Borrowed(&'a [f64]),
+    Owned(Vec<f64>),
+}
+
+/// Computes the output of `problem` with `x` given apart from it.
+fn compute_rows(
+    problem: &Problem,
+    x: InputRows<'_>,
+    threads: usize,
+) -> Result<Vec<f64>, ComputeError> {
     let header = problem.header;
     let shape = header.shape();
     let (rows, dim) = (header.rows, header.width);
@@ -107,9 +145,12 @@ pub fn compute_with_threads(problem: &Problem, threads: usize) -> Result<Vec<f64
 
     // Step 2: Q, K and V, each thread projecting its share of the rows.
     let (mut q, mut k, mut v) = (zeroed(input_len)?, zeroed(input_len)?, zeroed(input_len)?);
+    let x_rows = match &x {
+        InputRows::Borrowed(rows) => rows,
+        InputRows::Owned(rows) => rows.as_slice(),
+    };
     let projected = std::thread::scope(|scope| {
-        let shares = problem
-            .x
+        let shares = x_rows
             .chunks(share_len)
             .zip(q.chunks_mut(share_len))
             .zip(k.chunks_mut(share_len))
@@ -131,7 +172,10 @@ pub fn compute_with_threads(problem: &Problem, threads: usize) -> Result<Vec<f64
     drop(merged);
 
     // Step 3: scores, softmax and weighted sums, each thread for its query rows.
-    let mut output = zeroed(input_len)?;
+    let mut output = match x {
+        InputRows::Owned(rows) => rows,
+        InputRows::Borrowed(_) => zeroed(input_len)?,
+    };
     let mut score_buffers = (0..rows.div_ceil(rows_per_share))
         .map(|_| zeroed(scores_len))
         .collect::<Result<Vec<_>, _>>()?;
@@ -232,12 +276,15 @@ fn order(error: KernelError) -> (usize, usize) {
 
 /// Allocates `len` zeros, reporting a failed allocation instead of aborting.
 fn zeroed(len: usize) -> Result<Vec<f64>, ComputeError> {
-    let mut values = Vec::new();
-    values
+    // Probe the allocation first, since `vec!` aborts when it fails. `vec!` then
+    // takes zeroed pages from the system instead of writing zeros, so a buffer the
+    // kernel overwrites is touched once, not twice.
+    let mut probe: Vec<f64> = Vec::new();
+    probe
         .try_reserve_exact(len)
         .map_err(|_| ComputeError::OutOfMemory { requested: len })?;
-    values.resize(len, 0.0);
-    Ok(values)
+    drop(probe);
+    Ok(vec![0.0; len])
 }
 
 /// Below this many values, one thread formats faster than starting a second.
@@ -250,10 +297,8 @@ const PARALLEL_VALUES: usize = 1 << 16;
 /// Long outputs are formatted in parts on the available cores and joined; the text
 /// is the same.
 pub fn format_output(values: &[f64]) -> String {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |count| count.get())
-        .min(values.len() / PARALLEL_VALUES)
-        .max(1);
+    let parts = values.len() / PARALLEL_VALUES;
+    let threads = if parts > 1 { cores().min(parts) } else { 1 };
     let part_len = values.len().div_ceil(threads).max(1);
     let parts: Vec<String> = if threads == 1 {
         vec![format_values(values)]
@@ -319,9 +364,8 @@ fn format_values(values: &[f64]) -> String {
 /// ```
 pub fn run<R: Read>(reader: R) -> Result<Output, Error> {
     let problem = read_problem(reader)?;
-    let values = compute(&problem)?;
     let ignored_tokens = problem.ignored_tokens;
-    drop(problem);
+    let values = compute_in_place(problem)?;
     Ok(Output {
         text: format_output(&values),
         ignored_tokens,

@@ -119,12 +119,80 @@ impl RunResult {
     }
 }
 
-/// Parses short decimals that start in `bytes[start..limit]`, at most `max`, into
-/// `values`, stopping at the first token it cannot take.
+/// One run of the fast path over `bytes[start..limit]`, in progress.
 ///
 /// A token must end before the end of `bytes`, so that a token cut by the chunk
 /// boundary is left for the next chunk; `limit` itself must be a whitespace byte or
 /// the end of `bytes`.
+struct Cursor {
+    index: usize,
+    limit: usize,
+    max: usize,
+    run: RunResult,
+    active: bool,
+}
+
+impl Cursor {
+    fn new(start: usize, limit: usize, max: usize) -> Self {
+        Cursor {
+            index: start,
+            limit,
+            max,
+            run: RunResult::empty(start),
+            active: true,
+        }
+    }
+
+    /// Takes the next token into `values`, or stops at the limit, at `max` tokens or
+    /// at a token it cannot take. Returns whether the run goes on.
+    #[inline(always)]
+    fn step(&mut self, bytes: &[u8], values: &mut Vec<f64>) -> bool {
+        // Step 1: ASCII whitespace, counting lines.
+        while self.index < self.limit {
+            let Some(&byte) = bytes.get(self.index) else {
+                break;
+            };
+            if !is_ascii_whitespace(byte) {
+                break;
+            }
+            self.index += 1;
+            if byte == b'\n' {
+                self.run.lines += 1;
+                self.run.last_line_start = Some(self.index);
+            }
+        }
+        if self.index >= self.limit {
+            self.run.reached_limit = true;
+            return self.stop();
+        }
+        if self.run.tokens == self.max {
+            return self.stop();
+        }
+
+        // Step 2: a short decimal that ends inside the chunk.
+        let rest = bytes.get(self.index..).unwrap_or_default();
+        let Some((value, length)) = crate::number::scan_short_decimal(rest) else {
+            return self.stop();
+        };
+        if length == 0 || length >= rest.len() {
+            // The token may continue in the next chunk.
+            return self.stop();
+        }
+        values.push(value);
+        self.run.tokens += 1;
+        self.index += length;
+        true
+    }
+
+    fn stop(&mut self) -> bool {
+        self.run.end = self.index;
+        self.active = false;
+        false
+    }
+}
+
+/// Parses short decimals that start in `bytes[start..limit]`, at most `max`, into
+/// `values`, stopping at the first token it cannot take.
 fn scan_run(
     bytes: &[u8],
     start: usize,
@@ -132,44 +200,45 @@ fn scan_run(
     values: &mut Vec<f64>,
     max: usize,
 ) -> RunResult {
-    let mut run = RunResult::empty(start);
-    let mut index = start;
-    loop {
-        // Step 1: ASCII whitespace, counting lines.
-        while index < limit {
-            let Some(&byte) = bytes.get(index) else { break };
-            if !is_ascii_whitespace(byte) {
-                break;
-            }
-            index += 1;
-            if byte == b'\n' {
-                run.lines += 1;
-                run.last_line_start = Some(index);
-            }
-        }
-        if index >= limit {
-            run.reached_limit = true;
-            break;
-        }
-        if run.tokens == max {
-            break;
-        }
+    let mut cursor = Cursor::new(start, limit, max);
+    while cursor.step(bytes, values) {}
+    cursor.run
+}
 
-        // Step 2: a short decimal that ends inside the chunk.
-        let rest = bytes.get(index..).unwrap_or_default();
-        let Some((value, length)) = crate::number::scan_short_decimal(rest) else {
-            break;
-        };
-        if length == 0 || length >= rest.len() {
-            // The token may continue in the next chunk.
+/// Parses `bytes[start..split]` into `first` (at most `max` values) and
+/// `bytes[split..limit]` into `second` at the same time, one token of each in
+/// turn.
+///
+/// Where each token starts depends on where the previous one ended, so one run
+/// waits on a chain of dependent loads and digit arithmetic; two runs interleave
+/// two independent chains and parse about twice as fast on one core.
+fn scan_pair(
+    bytes: &[u8],
+    (start, split, limit): (usize, usize, usize),
+    first: &mut Vec<f64>,
+    second: &mut Vec<f64>,
+    max: usize,
+) -> (RunResult, RunResult) {
+    let mut left = Cursor::new(start, split, max);
+    let mut right = Cursor::new(split, limit, usize::MAX);
+    loop {
+        let left_goes_on = left.active && left.step(bytes, first);
+        let right_goes_on = right.active && right.step(bytes, second);
+        if !left_goes_on && !right_goes_on {
             break;
         }
-        values.push(value);
-        run.tokens += 1;
-        index += length;
     }
-    run.end = index;
-    run
+    (left.run, right.run)
+}
+
+/// Returns the start and the three inner bounds of four nearly equal parts of
+/// `bytes[start..]`, each inner bound a whitespace byte, or `None`.
+fn split_in_four(bytes: &[u8], start: usize) -> Option<[usize; 4]> {
+    let end = bytes.len();
+    let middle = find_split(bytes, start + (end - start) / 2)?;
+    let first = find_split(bytes, start + (middle - start) / 2)?;
+    let third = find_split(bytes, middle + (end - middle) / 2)?;
+    (start < first && first < middle && middle < third).then_some([start, first, middle, third])
 }
 
 /// Returns the index of the first ASCII whitespace byte at or after `from`, within
@@ -251,8 +320,8 @@ pub struct Tokenizer<R> {
     line_start_continuation_bytes: u64,
     token_count: u64,
     carried: CarriedToken,
-    /// Storage for the second half of a split fast-path run, kept between runs.
-    spare_values: Vec<f64>,
+    /// Storage for the later parts of a split fast-path run, kept between runs.
+    spare_values: [Vec<f64>; 3],
 }
 
 impl<R: Read> Tokenizer<R> {
@@ -283,7 +352,7 @@ impl<R: Read> Tokenizer<R> {
             line_start_continuation_bytes: 0,
             token_count: 0,
             carried: CarriedToken::default(),
-            spare_values: Vec::new(),
+            spare_values: Default::default(),
         }
     }
 
@@ -399,44 +468,74 @@ impl<R: Read> Tokenizer<R> {
         let max = max.min(values.capacity() - values.len());
         let bytes = self.text.as_bytes();
         let start = self.scan;
-        let split = if bytes.len() - start >= PARALLEL_BYTES && max >= PARALLEL_BYTES / 16 {
-            find_split(bytes, start + (bytes.len() - start) / 2)
+        let end = bytes.len();
+        let parts = if end - start >= PARALLEL_BYTES && max >= PARALLEL_BYTES / 16 {
+            split_in_four(bytes, start)
         } else {
             None
         };
-
-        let Some(split) = split else {
-            let first = scan_run(bytes, start, bytes.len(), values, max);
-            self.commit(&first);
-            return first.tokens;
+        let Some(bounds) = parts else {
+            let run = scan_run(bytes, start, end, values, max);
+            self.commit(&run);
+            return run.tokens;
         };
 
-        let mut second_values = std::mem::take(&mut self.spare_values);
-        second_values.clear();
-        let (first, second) = std::thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                let second = scan_run(bytes, split, bytes.len(), &mut second_values, usize::MAX);
-                (second, second_values)
-            });
-            let first = scan_run(bytes, start, split, values, max);
-            let joined = worker.join();
-            (first, joined)
-        });
-        let (second, second_values) = match second {
-            Ok(result) => result,
-            // A scan never panics; should it anyway, keep only the first half.
-            Err(_) => (RunResult::empty(split), Vec::new()),
-        };
-
-        let mut taken = first.tokens;
-        self.commit(&first);
-        let room = max - first.tokens;
-        if first.reached_limit && second.tokens <= room {
-            values.extend_from_slice(&second_values);
-            self.commit(&second);
-            taken += second.tokens;
+        // Four parts: two interleaved on this thread, two on a worker.
+        let [mut second, mut third, mut fourth] = std::mem::take(&mut self.spare_values);
+        for spare in [&mut second, &mut third, &mut fourth] {
+            spare.clear();
         }
-        self.spare_values = second_values;
+        let [_, split_one, split_two, split_three] = bounds;
+        let (near, far) = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let runs = scan_pair(
+                    bytes,
+                    (split_two, split_three, end),
+                    &mut third,
+                    &mut fourth,
+                    usize::MAX,
+                );
+                (runs, third, fourth)
+            });
+            let near = scan_pair(
+                bytes,
+                (start, split_one, split_two),
+                values,
+                &mut second,
+                max,
+            );
+            (near, worker.join())
+        });
+        let ((third_run, fourth_run), third, fourth) = match far {
+            Ok(result) => result,
+            // A scan never panics; should it anyway, keep only this thread's parts.
+            Err(_) => (
+                (RunResult::empty(split_two), RunResult::empty(split_three)),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+
+        // Each part counts only when every part before it was taken whole and it
+        // fits in the room left.
+        let (first_run, second_run) = near;
+        let mut taken = first_run.tokens;
+        self.commit(&first_run);
+        let mut whole = first_run.reached_limit;
+        for (run, part) in [
+            (&second_run, &second),
+            (&third_run, &third),
+            (&fourth_run, &fourth),
+        ] {
+            if !whole || run.tokens > max - taken {
+                break;
+            }
+            values.extend_from_slice(part);
+            self.commit(run);
+            taken += run.tokens;
+            whole = run.reached_limit;
+        }
+        self.spare_values = [second, third, fourth];
         taken
     }
 
