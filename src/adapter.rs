@@ -17,7 +17,7 @@ pub struct Adapter<'a, T> {
     pub a: &'a [T],
     /// The up-projection `B`, `out_features x rank`.
     pub b: &'a [T],
-    /// How `s` follows from the rank.
+    /// The rule that derives `s` from the rank.
     pub scaling: Scaling<T>,
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn check_len(operand: Operand, expected: usize, actual: usize) -> Res
     }
 }
 
-/// Returns [`Error::NonFiniteInput`] if `values` holds NaN or an infinity.
+/// Returns [`Error::NonFiniteInput`] if `values` contains NaN or an infinity.
 pub(crate) fn check_finite<T: Real>(operand: Operand, values: &[T]) -> Result<(), Error> {
     match first_non_finite(values) {
         None => Ok(()),
@@ -75,7 +75,7 @@ pub(crate) fn check_finite<T: Real>(operand: Operand, values: &[T]) -> Result<()
     }
 }
 
-/// Returns [`Error::NonFiniteResult`] if `values` holds NaN or an infinity.
+/// Returns [`Error::NonFiniteResult`] if `values` contains NaN or an infinity.
 pub(crate) fn check_result<T: Real>(operand: Operand, values: &[T]) -> Result<(), Error> {
     match first_non_finite(values) {
         None => Ok(()),
@@ -137,7 +137,7 @@ fn validate_weight_and_adapter<T: Real>(
 ///   [`Error::NonFiniteInput`] or [`Error::InvalidScale`] for a NaN or infinite
 ///   input. Nothing is written then.
 /// - [`Error::NonFiniteResult`] naming [`Operand::MergedWeight`] when an element
-///   of the sum overflows; `merged` then holds the partial sums, including the element
+///   of the sum overflows; `merged` then contains the partial sums, including the element
 ///   that overflowed.
 ///
 /// # Example

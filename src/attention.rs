@@ -84,7 +84,7 @@ pub(crate) fn split_scratch<T>(
         })
 }
 
-/// Returns [`Error::ScratchTooSmall`] unless the scratch holds `required` elements.
+/// Returns [`Error::ScratchTooSmall`] unless the scratch contains `required` elements.
 pub(crate) fn check_scratch(required: Option<usize>, actual: usize) -> Result<usize, Error> {
     let required = required.ok_or(Error::SizeOverflow)?;
     if actual < required {
@@ -153,7 +153,7 @@ pub fn attention<T: Real>(
 /// `(q_i . k_j) * (1 / sqrt(dim))`, and each probability is `exp(s - max) / sum`.
 ///
 /// The scratch needs [`Shape::blocked_attention_scratch_len`] elements (a longer
-/// slice is fine, and the excess is not touched). It holds, in order, `Wq'`
+/// slice is fine, and the excess is not touched). It contains, in order, `Wq'`
 /// (`dim x dim`), `Q`, `K`, `V` (`seq_len x dim` each) and the score rows. `block_rows`
 /// above `seq_len` means `seq_len`.
 ///
@@ -165,14 +165,14 @@ pub fn attention<T: Real>(
 /// - [`Error::SizeOverflow`] when a buffer length does not fit in `usize`;
 /// - [`Error::LengthMismatch`] when `x`, a weight, an adapter factor or `out` does not
 ///   match `shape`, and [`Error::ScratchTooSmall`] for a short scratch;
-/// - [`Error::NonFiniteInput`] when an input holds NaN or an infinity, and
+/// - [`Error::NonFiniteInput`] when an input contains NaN or an infinity, and
 ///   [`Error::InvalidScale`] when the adapter scale is not finite.
 ///
 /// [`Error::NonFiniteResult`] reports an intermediate that overflowed to infinity or
 /// NaN: [`Operand::MergedWeight`] (of the query), [`Operand::Query`], [`Operand::Key`],
 /// [`Operand::Value`], [`Operand::Scores`] or [`Operand::Output`], with the index of
 /// the first bad element. `out` is then filled with NaN so that a caller who ignores
-/// the error cannot mistake it for a result; the scratch holds the intermediates.
+/// the error cannot mistake it for a result; the scratch contains the intermediates.
 pub fn attention_blocked<T: Real>(
     shape: Shape,
     x: &[T],
@@ -243,7 +243,7 @@ fn compute_blocked<T: Real>(
 }
 
 /// Computes `out = softmax(Q K^T / sqrt(d)) V` from projected `Q`, `K` and `V`,
-/// `block_rows` query rows at a time, with `scores` holding at least
+/// `block_rows` query rows at a time, with `scores` containing at least
 /// `block_rows * seq_len` values.
 pub(crate) fn attend_in_blocks<T: Real>(
     q: &[T],

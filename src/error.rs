@@ -132,7 +132,7 @@ impl fmt::Display for Dimension {
 ///
 /// Length and shape errors are found before anything is written, so the caller's
 /// buffers are untouched. Numeric errors ([`Error::NonFiniteResult`]) are found while
-/// computing; each function documents what its output holds then.
+/// computing; each function documents what its output contains then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -205,19 +205,19 @@ pub enum Error {
     /// The configuration has a bias or adapter on the output projection but no
     /// output projection.
     OutputProjectionMissing,
-    /// The decoding cache holds as many tokens as it can.
+    /// The decoding cache contains as many tokens as it can.
     CacheFull {
         /// The number of tokens the cache can hold.
         capacity: usize,
     },
     /// The key/value-free streaming form cannot compute this configuration.
     StreamingUnsupported {
-        /// Why it cannot.
+        /// The reason.
         reason: StreamingLimit,
     },
 }
 
-/// Why the key/value-free streaming form rejects a configuration.
+/// A reason the key/value-free streaming form rejects a configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StreamingLimit {

@@ -15,7 +15,7 @@
 //! Every matrix is a row-major slice. With `b = seq_len`, `d = dim` and `r = rank`
 //! ([`Shape`]):
 //!
-//! | slice | holds | length |
+//! | slice | contains | length |
 //! |---|---|---|
 //! | `x` | one input row (token) per row | `b * d` |
 //! | `wq`, `wk`, `wv` | `W[i][j]` at `i * d + j`; output feature `i`, input feature `j` | `d * d` each |

@@ -90,8 +90,8 @@ pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 /// Returns the index of the first NaN or infinite element.
 pub(crate) fn first_non_finite<T: Real>(values: &[T]) -> Option<usize> {
     // x * 0 is zero for every finite x and NaN for NaN and the infinities, so these
-    // sums are all zero exactly when every element is finite: one multiply-add per
-    // element and no branch, with a search only after a failure.
+    // sums are all zero exactly when every element is finite. That costs one
+    // multiply-add per element and no branch; the search runs only after a failure.
     let mut sums = [T::zero(); 4];
     let (quads, rest) = values.as_chunks::<4>();
     for quad in quads {
@@ -135,12 +135,12 @@ pub(crate) fn matmul_transposed_accumulate<T: Real>(
     product(a, b, k, n, c, Layout::Transposed, true);
 }
 
-/// How the second operand is stored.
+/// The storage order of the second operand.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layout {
-    /// `b` is `k x n`: row `p` holds the `p`-th term of every column.
+    /// `b` is `k x n`: row `p` contains the `p`-th term of every column.
     Rows,
-    /// `b` is `n x k`: row `j` holds every term of column `j`.
+    /// `b` is `n x k`: row `j` contains every term of column `j`.
     Transposed,
 }
 
@@ -183,8 +183,8 @@ fn product<T: Real>(
     }
 }
 
-/// The product with tiles of `Tiles::ROWS` rows by `Tiles::VECTORS` vectors of `L`
-/// columns.
+/// Computes the product with tiles of `Tiles::ROWS` rows by `Tiles::VECTORS`
+/// vectors of `L` columns.
 fn product_lanes<T: Real, const L: usize>(
     a: &[T],
     b: &[T],
@@ -201,7 +201,7 @@ fn product_lanes<T: Real, const L: usize>(
         return;
     }
     if Tiles::PACK && layout == Layout::Transposed && rows < n {
-        // The panel holds a block of one operand for every tile of the other, so
+        // The panel contains a block of one operand for every tile of the other, so
         // pack the smaller one: compute c^T = b a^T, whose elements are the same
         // chains (x * y equals y * x exactly), and store each tile transposed.
         let swapped = Operands {
@@ -581,8 +581,8 @@ fn tile_rows<T: Real, const MR: usize>(
     rows
 }
 
-/// Where a tile goes: its first row and number of valid rows, its first column and
-/// the end of the valid columns.
+/// The place of a tile in `c`: its first row and number of valid rows, its first
+/// column and the end of the valid columns.
 #[derive(Clone, Copy)]
 struct TilePlace {
     first_row: usize,
@@ -591,7 +591,7 @@ struct TilePlace {
     end_column: usize,
 }
 
-/// The product for a few rows, one element at a time.
+/// Computes the product for a few rows, one element at a time.
 fn product_rows<T: Real>(
     a: &[T],
     b: &[T],
@@ -682,7 +682,7 @@ impl Block {
 }
 
 /// Advances every element of a tile by one multiply-add per summed index: `a_rows`
-/// holds the tile's four rows of `a` and `b_steps` the panel rows. The steps stop
+/// are the tile's four rows of `a` and `b_steps` the panel rows. The steps stop
 /// at the shortest of them.
 #[inline(always)]
 fn tile_kernel<T: Real, const L: usize, const NV: usize>(

@@ -1,9 +1,9 @@
-//! How an adapter's scale follows from its rank.
+//! Adapter scales derived from the rank.
 
 use crate::error::Error;
 use crate::real::Real;
 
-/// How the adapter term `s * B A` is scaled.
+/// The scaling of the adapter term `s * B A`.
 ///
 /// The first three kinds derive `s` from the rank, so the scale cannot drift from the
 /// rank it was meant for.

@@ -95,7 +95,7 @@ impl Shape {
     /// Returns the scratch length of [`attention`](crate::attention):
     /// `dim * dim + 3 * seq_len * dim + seq_len * seq_len`.
     ///
-    /// The scratch holds the merged query weight, `Q`, `K`, `V` and the score matrix.
+    /// The scratch contains the merged query weight, `Q`, `K`, `V` and the score matrix.
     pub const fn attention_scratch_len(self) -> Option<usize> {
         self.blocked_attention_scratch_len(self.seq_len)
     }
@@ -103,7 +103,7 @@ impl Shape {
     /// Returns the scratch length of [`attention_blocked`](crate::attention_blocked):
     /// `dim * dim + 3 * seq_len * dim + min(block_rows, seq_len) * seq_len`.
     ///
-    /// The scratch holds the merged query weight, `Q`, `K`, `V` and `block_rows` rows
+    /// The scratch contains the merged query weight, `Q`, `K`, `V` and `block_rows` rows
     /// of the score matrix.
     pub const fn blocked_attention_scratch_len(self, block_rows: usize) -> Option<usize> {
         let rows = min(block_rows, self.seq_len);
@@ -115,7 +115,7 @@ impl Shape {
     /// Returns the scratch length of [`attention_factored`](crate::attention_factored):
     /// `3 * seq_len * dim + min(block_rows, seq_len) * seq_len + rank`.
     ///
-    /// The scratch holds `Q`, `K`, `V`, `block_rows` rows of scores and `A x` for one
+    /// The scratch contains `Q`, `K`, `V`, `block_rows` rows of scores and `A x` for one
     /// row; there is no `dim x dim` term.
     pub const fn factored_scratch_len(self, block_rows: usize) -> Option<usize> {
         let rows = min(block_rows, self.seq_len);

@@ -34,9 +34,9 @@ fn shape_lengths(shape: Shape) -> Result<(usize, usize), Error> {
 ///
 /// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
 ///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `x` or
-///   `W` holds NaN or an infinity. Nothing is written then.
+///   `W` contains NaN or an infinity. Nothing is written then.
 /// - [`Error::NonFiniteResult`] naming [`Operand::Output`] when a product overflows;
-///   `out` then holds the products, the non-finite ones included.
+///   `out` then contains the products, the non-finite ones included.
 ///
 /// # Example
 ///
@@ -63,7 +63,7 @@ pub fn project<T: Real>(shape: Shape, x: &[T], weight: &[T], out: &mut [T]) -> R
 
 /// Computes scaled scores for a block of query rows: `out = (q k^T) * (1 / sqrt(dim))`.
 ///
-/// `q` holds whole rows of `dim` values, `k` is `seq_len x dim`, `out` one row of
+/// `q` contains whole rows of `dim` values, `k` is `seq_len x dim`, `out` one row of
 /// `seq_len` scores per row of `q`. Lengths are the caller's to check.
 pub(crate) fn score_rows<T: Real>(
     q: &[T],
@@ -89,9 +89,9 @@ pub(crate) fn score_rows<T: Real>(
 ///
 /// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
 ///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `Q` or
-///   `K` holds NaN or an infinity. Nothing is written then.
+///   `K` contains NaN or an infinity. Nothing is written then.
 /// - [`Error::NonFiniteResult`] naming [`Operand::Scores`] when a score overflows;
-///   `S` then holds every score, the non-finite ones included.
+///   `S` then contains every score, the non-finite ones included.
 ///
 /// # Example
 ///
@@ -130,9 +130,9 @@ pub fn score<T: Real>(shape: Shape, q: &[T], k: &[T], scores: &mut [T]) -> Resul
 ///
 /// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
 ///   when the slices do not match `shape`, and [`Error::NonFiniteInput`] when `P` or
-///   `V` holds NaN or an infinity. Nothing is written then.
+///   `V` contains NaN or an infinity. Nothing is written then.
 /// - [`Error::NonFiniteResult`] naming [`Operand::Output`] when a sum overflows; `O`
-///   then holds every sum, the non-finite ones included.
+///   then contains every sum, the non-finite ones included.
 ///
 /// # Example
 ///
@@ -183,8 +183,8 @@ pub fn weighted_sum<T: Real>(
 ///
 /// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
 ///   when the slices do not match `shape` (`q` or `out` not a whole number of rows,
-///   or holding different numbers of rows), [`Error::ScratchTooSmall`] when `scores`
-///   holds less than one row, and [`Error::NonFiniteInput`] for NaN or infinity in
+///   or containing different numbers of rows), [`Error::ScratchTooSmall`] when `scores`
+///   contains less than one row, and [`Error::NonFiniteInput`] for NaN or infinity in
 ///   `q`, `K` or `V`. Nothing is written then.
 /// - [`Error::NonFiniteResult`] naming [`Operand::Scores`] (indexed as
 ///   `row * seq_len + key` over this call's rows) or [`Operand::Output`]; `out` is

@@ -30,7 +30,7 @@ const KEYS_PER_BLOCK: usize = 64;
 /// `block_rows` query rows share each pass over `x`; more rows read `x` fewer times
 /// and need proportionally more scratch. The scratch needs
 /// [`Shape::streaming_scratch_len`] elements: `max(3 d + r, 2 d + 3)` per row of the
-/// block, whatever `seq_len` is. It holds, for each row, the query and `A x`, then
+/// block, whatever `seq_len` is. It contains, for each row, the query and `A x`, then
 /// `Wk^T q`, the weighted sum of rows, and the running maximum, sum and a few scores.
 ///
 /// # Errors
@@ -126,7 +126,7 @@ fn compute_streaming<T: Real>(
         let first_row = block_index * block_rows;
 
         // Step 1: the block's queries, with A x for every row after them.
-        // The front holds d + r values per row, so A x fits for every row.
+        // The front contains d + r values per row, so A x fits for every row.
         let (queries, adapter_rows) = split_scratch(front, rows * dim)?;
         factored_queries(x_block, weights, dim, rank, scale, adapter_rows, queries);
         check_block(Operand::Query, queries, first_row * dim)?;
@@ -182,7 +182,7 @@ impl<T: Real> OnlinePass<'_, T> {
     /// Computes, for each folded query, the softmax-weighted average of the rows of
     /// `x` into `sums`.
     ///
-    /// `states` (`front_len` values per query) holds the running maxima, then the
+    /// `states` (`front_len` values per query) contains the running maxima, then the
     /// running denominators, then the scores of one block of keys for every query.
     /// Each block's scores and weighted rows are matrix products over the whole
     /// block of queries, so every key row is read once per block.

@@ -58,7 +58,7 @@ pub struct RotaryEmbedding<T> {
     pub base: T,
 }
 
-/// Which way a call computes the attention, trading scratch for what it supports.
+/// The form of a call's computation, which trades scratch for what it supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Form {
     /// Keeps `Q`, `K`, `V` and one head's `n x n` score matrix; the reference order of
@@ -80,7 +80,7 @@ pub enum Form {
     },
 }
 
-/// How adapters are applied.
+/// The way adapters are applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AdapterMode {
     /// Merge `W + s B A` into scratch before projecting, as the reference does. Needs
@@ -91,15 +91,15 @@ pub enum AdapterMode {
     Factored,
 }
 
-/// What one call computes: how many tokens, in which form, with adapters merged or
-/// factored.
+/// The work of one call: the number of tokens, the form, and whether adapters are
+/// merged or factored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Plan {
     /// The number of tokens `n` (rows of `x`).
     pub seq_len: usize,
     /// The form of the computation.
     pub form: Form,
-    /// How adapters are applied.
+    /// The way adapters are applied.
     pub adapters: AdapterMode,
 }
 
@@ -125,7 +125,7 @@ pub struct AttentionConfig<T> {
     pub rope: Option<RotaryEmbedding<T>>,
     /// Whether the concatenated heads are multiplied by `Wo^T` (plus its bias).
     pub output_projection: bool,
-    /// Which projections add a bias.
+    /// The projections that add a bias.
     pub biases: PerProjection<bool>,
     /// The adapter rank of each projection; 0 means no adapter.
     pub ranks: PerProjection<usize>,

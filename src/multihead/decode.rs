@@ -11,7 +11,7 @@ use crate::real::Real;
 
 /// The keys and values of the tokens decoded so far, in caller-provided slices.
 ///
-/// Each half holds `capacity` rows of `kv_dim` values (row-major, one row per token),
+/// Each half contains `capacity` rows of `kv_dim` values (row-major, one row per token),
 /// so a token costs [`AttentionConfig::cache_bytes_per_token`] bytes. Rows at and
 /// after [`KvCache::len`] are free.
 #[derive(Debug)]

@@ -230,7 +230,7 @@ impl<'a, T: Real> Block<'a, T> {
     /// Runs one query row's heads over stored keys and values with an online softmax,
     /// writing the concatenated head outputs into `heads`.
     ///
-    /// `states` holds [`SOFTMAX_STATE_LEN`] values per head and `count` keys are read.
+    /// `states` contains [`SOFTMAX_STATE_LEN`] values per head and `count` keys are read.
     /// In error reports, the scores of head `h` start at
     /// `h * head_score_stride + first_score`.
     #[allow(clippy::too_many_arguments)]
@@ -271,7 +271,8 @@ impl<'a, T: Real> Block<'a, T> {
         Ok(())
     }
 
-    /// The straightforward form: `Q`, `K`, `V` and one head's score matrix at a time.
+    /// Computes the straightforward form: `Q`, `K`, `V` and one head's score matrix
+    /// at a time.
     fn straightforward(
         &self,
         x: &[T],
@@ -373,7 +374,8 @@ impl<'a, T: Real> Block<'a, T> {
         Ok(())
     }
 
-    /// The form that keeps `K` and `V` and runs each query row with an online softmax.
+    /// Computes the form that keeps `K` and `V`, running each query row with an
+    /// online softmax.
     fn keep_key_value(
         &self,
         x: &[T],
@@ -410,8 +412,8 @@ impl<'a, T: Real> Block<'a, T> {
         Ok(())
     }
 
-    /// The streaming form: queries folded through the key weight, one pass over the
-    /// input rows per block of queries, no keys or values stored.
+    /// Computes the streaming form: queries folded through the key weight, one pass
+    /// over the input rows per block of queries, no keys or values stored.
     fn streaming(
         &self,
         x: &[T],

@@ -27,7 +27,7 @@ pub(crate) type Projections<'a, T> = PerProjection<Linear<'a, T>>;
 
 impl<'a, T: Real> Linear<'a, T> {
     /// Computes `y = x W^T + bias + s (x A^T) B^T` for whole rows: `x` is
-    /// `rows x in_features` and `y` is `rows x out_features`. `adapter_row` holds at
+    /// `rows x in_features` and `y` is `rows x out_features`. `adapter_row` contains at
     /// least `rank` values.
     pub(crate) fn apply_rows(&self, x: &[T], y: &mut [T], adapter_row: &mut [T]) {
         matmul_transposed(x, self.weight, self.in_features, self.out_features, y);
@@ -122,7 +122,7 @@ impl<'a, T: Real> Linear<'a, T> {
 /// Builds the four projections of a call, merging adapters into `merged` first
 /// under [`AdapterMode::Merged`].
 ///
-/// `merged` holds [`AttentionConfig::merged_weights_len`] elements. The weights,
+/// `merged` contains [`AttentionConfig::merged_weights_len`] elements. The weights,
 /// adapters and scales must already be validated.
 pub(crate) fn build_projections<'a, T: Real>(
     config: &AttentionConfig<T>,

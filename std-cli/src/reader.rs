@@ -9,7 +9,7 @@ use crate::tokens::Tokenizer;
 
 /// Capacity of a matrix's storage before its first growth, in values (8 MiB),
 /// unless the matrix is smaller. The operating system maps pages only as values
-/// are written, so a header that promises more than the input holds costs address
+/// are written, so a header that promises more than the input contains costs address
 /// space, not memory, while real inputs of up to a million values per matrix never
 /// copy their storage to grow it.
 const INITIAL_CAPACITY: usize = 1 << 20;

@@ -14,7 +14,7 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 
 /// Maximum number of bytes of a token that the tokenizer stores.
 ///
-/// A longer token is still counted and located, but [`Token::text`] holds only its
+/// A longer token is still counted and located, but [`Token::text`] contains only its
 /// first bytes and [`Token::is_cut`] is set, so one huge token cannot make memory
 /// follow the size of the input. The reader therefore rejects a longer number even
 /// where `str::parse::<f64>` would accept it, such as one padded with 2 MiB of zeros.
@@ -92,7 +92,7 @@ fn prefix_at_char_boundary(text: &str, max_bytes: usize) -> &str {
 /// threads: starting a thread costs about as much as parsing a few kilobytes.
 const PARALLEL_BYTES: usize = 256 * 1024;
 
-/// What one run of the fast path found in `bytes[start..limit]`.
+/// The outcome of one run of the fast path over `bytes[start..limit]`.
 struct RunResult {
     /// Tokens parsed and pushed.
     tokens: usize,
@@ -107,7 +107,7 @@ struct RunResult {
 }
 
 impl RunResult {
-    /// A run that took nothing, at `index`.
+    /// Returns a run that took nothing, at `index`.
     fn empty(index: usize) -> Self {
         RunResult {
             tokens: 0,
@@ -210,8 +210,8 @@ fn scan_run(
 /// turn.
 ///
 /// Where each token starts depends on where the previous one ended, so one run
-/// waits on a chain of dependent loads and digit arithmetic; two runs interleave
-/// two independent chains and parse about twice as fast on one core.
+/// waits on a chain of dependent loads and digit arithmetic. Two runs interleave
+/// two independent chains, which the core executes side by side.
 fn scan_pair(
     bytes: &[u8],
     (start, split, limit): (usize, usize, usize),
@@ -648,7 +648,7 @@ impl<R: Read> Tokenizer<R> {
     /// Reads the next chunk after the consumed text and validates it. Returns `false`
     /// at the end of the input.
     ///
-    /// A refill may add no text, when the chunk holds only the start of a character,
+    /// A refill may add no text, when the chunk contains only the start of a character,
     /// so callers loop.
     fn refill(&mut self) -> Result<bool, InputError> {
         if self.at_end_of_input {
