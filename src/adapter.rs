@@ -77,9 +77,23 @@ pub(crate) fn check_finite<T: Real>(operand: Operand, values: &[T]) -> Result<()
 
 /// Returns [`Error::NonFiniteResult`] if `values` contains NaN or an infinity.
 pub(crate) fn check_result<T: Real>(operand: Operand, values: &[T]) -> Result<(), Error> {
+    check_result_at(operand, values, 0)
+}
+
+/// Returns [`Error::NonFiniteResult`] if `values`, the part of an intermediate
+/// that starts at `offset`, contains NaN or an infinity, indexed in the whole
+/// intermediate.
+pub(crate) fn check_result_at<T: Real>(
+    operand: Operand,
+    values: &[T],
+    offset: usize,
+) -> Result<(), Error> {
     match first_non_finite(values) {
         None => Ok(()),
-        Some(index) => Err(Error::NonFiniteResult { operand, index }),
+        Some(index) => Err(Error::NonFiniteResult {
+            operand,
+            index: offset.saturating_add(index),
+        }),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The straightforward single-head path: merge, project, score, softmax, weighted sum.
 
-use crate::adapter::{check_finite, check_len, check_result, merge_validated, Adapter};
-use crate::error::{Error, Operand, Projection};
-use crate::linalg::{first_non_finite, matmul, matmul_transposed};
+use crate::adapter::{
+    check_finite, check_len, check_result, check_result_at, merge_validated, Adapter,
+};
+use crate::error::{Dimension, Error, Operand, Projection};
+use crate::linalg::{matmul, matmul_transposed};
 use crate::real::Real;
 use crate::shape::{min, Shape};
 use crate::softmax::softmax_finite_max;
@@ -82,6 +84,53 @@ pub(crate) fn split_scratch<T>(
             required: len,
             actual,
         })
+}
+
+/// The checked call of a single-head path: the adapter scale, the query rows per
+/// block (capped at `seq_len`) and the scratch elements the path uses.
+#[derive(Clone, Copy)]
+pub(crate) struct Checked<T> {
+    pub(crate) scale: T,
+    pub(crate) block_rows: usize,
+    pub(crate) scratch_len: usize,
+}
+
+/// Checks a call of a single-head path before anything is written: the inputs,
+/// `block_rows` and the scratch, whose length for a block size is `scratch_len`.
+pub(crate) fn check_call<T: Real>(
+    shape: Shape,
+    x: &[T],
+    weights: &Weights<'_, T>,
+    out: &[T],
+    block_rows: usize,
+    scratch_len: fn(Shape, usize) -> Option<usize>,
+    scratch: &[T],
+) -> Result<Checked<T>, Error> {
+    let scale = validate_inputs(shape, x, weights, out)?;
+    if block_rows == 0 {
+        return Err(Error::ZeroDimension {
+            dimension: Dimension::BlockRows,
+        });
+    }
+    let block_rows = min(block_rows, shape.seq_len);
+    let scratch_len = check_scratch(scratch_len(shape, block_rows), scratch.len())?;
+    Ok(Checked {
+        scale,
+        block_rows,
+        scratch_len,
+    })
+}
+
+/// Returns `result`, filling `out` with NaN first when it is an error, so that a
+/// caller who ignores a numeric error cannot mistake the output for a result.
+pub(crate) fn poison_on_error<T: Real>(
+    result: Result<(), Error>,
+    out: &mut [T],
+) -> Result<(), Error> {
+    if result.is_err() {
+        out.fill(T::nan());
+    }
+    result
 }
 
 /// Returns [`Error::ScratchTooSmall`] unless the scratch contains `required` elements.
@@ -181,37 +230,33 @@ pub fn attention_blocked<T: Real>(
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
-    let scale = validate_inputs(shape, x, weights, out)?;
-    if block_rows == 0 {
-        return Err(Error::ZeroDimension {
-            dimension: crate::error::Dimension::BlockRows,
-        });
-    }
-    let block_rows = min(block_rows, shape.seq_len);
-    let required = check_scratch(
-        shape.blocked_attention_scratch_len(block_rows),
-        scratch.len(),
+    let checked = check_call(
+        shape,
+        x,
+        weights,
+        out,
+        block_rows,
+        Shape::blocked_attention_scratch_len,
+        scratch,
     )?;
-
-    let result = compute_blocked(shape, x, weights, scale, block_rows, required, scratch, out);
-    if result.is_err() {
-        out.fill(T::nan());
-    }
-    result
+    let result = compute_blocked(shape, x, weights, checked, scratch, out);
+    poison_on_error(result, out)
 }
 
-/// Runs the straightforward path on validated inputs.
-#[allow(clippy::too_many_arguments)]
+/// Runs the straightforward path on checked inputs.
 fn compute_blocked<T: Real>(
     shape: Shape,
     x: &[T],
     weights: &Weights<'_, T>,
-    scale: T,
-    block_rows: usize,
-    scratch_len: usize,
+    checked: Checked<T>,
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
+    let Checked {
+        scale,
+        block_rows,
+        scratch_len,
+    } = checked;
     let Shape { seq_len, dim, .. } = shape;
     let input_len = seq_len * dim;
     let (scratch, _) = split_scratch(scratch, scratch_len)?;
@@ -264,16 +309,11 @@ pub(crate) fn attend_in_blocks<T: Real>(
         let rows = q_block.len() / dim.max(1);
         let (block_scores, _) = split_scratch(scores, rows * seq_len)?;
         score_rows(q_block, k, dim, seq_len, inverse_sqrt_dim, block_scores);
-        if let Some(index) = first_non_finite(block_scores) {
-            return Err(Error::NonFiniteResult {
-                operand: Operand::Scores,
-                // Saturates where the whole score matrix would not be addressable.
-                index: block_index
-                    .saturating_mul(block_rows)
-                    .saturating_mul(seq_len)
-                    .saturating_add(index),
-            });
-        }
+        // The offset saturates where the whole score matrix would not be addressable.
+        let offset = block_index
+            .saturating_mul(block_rows)
+            .saturating_mul(seq_len);
+        check_result_at(Operand::Scores, block_scores, offset)?;
         for row in block_scores.chunks_exact_mut(seq_len.max(1)) {
             let max = row
                 .iter()

@@ -1,11 +1,13 @@
 //! The factored-adapter path: the straightforward path without the merged weight.
 
 use crate::adapter::check_result;
-use crate::attention::{attend_in_blocks, check_scratch, split_scratch, validate_inputs, Weights};
-use crate::error::{Dimension, Error, Operand};
+use crate::attention::{
+    attend_in_blocks, check_call, poison_on_error, split_scratch, Checked, Weights,
+};
+use crate::error::{Error, Operand};
 use crate::linalg::{dot, matmul_transposed, matmul_transposed_accumulate};
 use crate::real::Real;
-use crate::shape::{min, Shape};
+use crate::shape::Shape;
 
 /// Computes [`attention`](crate::attention)'s result with the adapter applied as
 /// `q = Wq x + s B (A x)`, never forming `Wq + s B A`.
@@ -53,20 +55,17 @@ pub fn attention_factored<T: Real>(
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
-    let scale = validate_inputs(shape, x, weights, out)?;
-    if block_rows == 0 {
-        return Err(Error::ZeroDimension {
-            dimension: Dimension::BlockRows,
-        });
-    }
-    let block_rows = min(block_rows, shape.seq_len);
-    let required = check_scratch(shape.factored_scratch_len(block_rows), scratch.len())?;
-
-    let result = compute_factored(shape, x, weights, scale, block_rows, required, scratch, out);
-    if result.is_err() {
-        out.fill(T::nan());
-    }
-    result
+    let checked = check_call(
+        shape,
+        x,
+        weights,
+        out,
+        block_rows,
+        Shape::factored_scratch_len,
+        scratch,
+    )?;
+    let result = compute_factored(shape, x, weights, checked, scratch, out);
+    poison_on_error(result, out)
 }
 
 /// Writes the queries `Q = x Wq^T + s (x A^T) B^T`.
@@ -113,18 +112,20 @@ pub(crate) fn factored_queries<T: Real>(
     }
 }
 
-/// Runs the factored path on validated inputs.
-#[allow(clippy::too_many_arguments)]
+/// Runs the factored path on checked inputs.
 fn compute_factored<T: Real>(
     shape: Shape,
     x: &[T],
     weights: &Weights<'_, T>,
-    scale: T,
-    block_rows: usize,
-    scratch_len: usize,
+    checked: Checked<T>,
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
+    let Checked {
+        scale,
+        block_rows,
+        scratch_len,
+    } = checked;
     let Shape { seq_len, dim, rank } = shape;
     let input_len = seq_len * dim;
     let (scratch, _) = split_scratch(scratch, scratch_len)?;

@@ -5,7 +5,7 @@
 //! row [`score`], [`softmax_in_place`](crate::softmax_in_place) and [`weighted_sum`].
 
 use crate::adapter::{check_finite, check_len, check_result};
-use crate::attention::attend_in_blocks;
+use crate::attention::{attend_in_blocks, poison_on_error};
 use crate::error::{Error, Operand};
 use crate::linalg::{matmul, matmul_transposed};
 use crate::real::Real;
@@ -235,8 +235,5 @@ pub fn attend<T: Real>(
 
     let block_rows = (scores.len() / seq_len).min(rows).max(1);
     let result = attend_in_blocks(q, k, v, shape, block_rows, scores, out);
-    if result.is_err() {
-        out.fill(T::nan());
-    }
-    result
+    poison_on_error(result, out)
 }

@@ -1,10 +1,11 @@
 //! The streaming path: no score matrix, no stored keys or values, scratch independent
 //! of the number of rows.
 
-use crate::attention::{check_scratch, split_scratch, validate_inputs, Weights};
+use crate::adapter::check_result_at;
+use crate::attention::{check_call, poison_on_error, split_scratch, Checked, Weights};
 use crate::error::{Dimension, Error, Operand};
 use crate::factored::factored_queries;
-use crate::linalg::{first_non_finite, matmul, matmul_accumulate, matmul_transposed};
+use crate::linalg::{matmul, matmul_accumulate, matmul_transposed};
 use crate::real::Real;
 use crate::shape::{min, Shape};
 use crate::softmax::{exp_or_zero, underflow_cutoff};
@@ -65,20 +66,17 @@ pub fn attention_streaming<T: Real>(
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
-    let scale = validate_inputs(shape, x, weights, out)?;
-    if block_rows == 0 {
-        return Err(Error::ZeroDimension {
-            dimension: Dimension::BlockRows,
-        });
-    }
-    let block_rows = min(block_rows, shape.seq_len);
-    let required = check_scratch(shape.streaming_scratch_len(block_rows), scratch.len())?;
-
-    let result = compute_streaming(shape, x, weights, scale, block_rows, required, scratch, out);
-    if result.is_err() {
-        out.fill(T::nan());
-    }
-    result
+    let checked = check_call(
+        shape,
+        x,
+        weights,
+        out,
+        block_rows,
+        Shape::streaming_scratch_len,
+        scratch,
+    )?;
+    let result = compute_streaming(shape, x, weights, checked, scratch, out);
+    poison_on_error(result, out)
 }
 
 /// Returns the per-row length of the first scratch region: room for the query and
@@ -92,18 +90,20 @@ pub(crate) const fn streaming_front_len(dim: usize, rank: usize) -> Option<usize
     }
 }
 
-/// Runs the streaming path on validated inputs.
-#[allow(clippy::too_many_arguments)]
+/// Runs the streaming path on checked inputs.
 fn compute_streaming<T: Real>(
     shape: Shape,
     x: &[T],
     weights: &Weights<'_, T>,
-    scale: T,
-    block_rows: usize,
-    scratch_len: usize,
+    checked: Checked<T>,
     scratch: &mut [T],
     out: &mut [T],
 ) -> Result<(), Error> {
+    let Checked {
+        scale,
+        block_rows,
+        scratch_len,
+    } = checked;
     let Shape { seq_len, dim, rank } = shape;
     // A validated shape has dim >= 1. Checking here lets the compiler drop the
     // zero-size checks of the chunks and divisions in this path's steps.
@@ -129,12 +129,12 @@ fn compute_streaming<T: Real>(
         // The front contains d + r values per row, so A x fits for every row.
         let (queries, adapter_rows) = split_scratch(front, rows * dim)?;
         factored_queries(x_block, weights, dim, rank, scale, adapter_rows, queries);
-        check_block(Operand::Query, queries, first_row * dim)?;
+        check_result_at(Operand::Query, queries, first_row * dim)?;
 
         // Step 2: fold each query through the key weight: Wk^T q_i = (q_i^T Wk)^T.
         let (folded, _) = split_scratch(folded, rows * dim)?;
         matmul(queries, weights.wk, dim, dim, folded);
-        check_block(Operand::FoldedQuery, folded, first_row * dim)?;
+        check_result_at(Operand::FoldedQuery, folded, first_row * dim)?;
 
         // Step 3: one pass over the rows of x with an online softmax.
         let (sums, _) = split_scratch(sums, rows * dim)?;
@@ -152,20 +152,9 @@ fn compute_streaming<T: Real>(
         // Step 4: out = Wv (sum_j p_ij x_j), the weighted sums already divided by
         // their softmax denominators.
         matmul_transposed(sums, weights.wv, dim, dim, out_block);
-        check_block(Operand::Output, out_block, first_row * dim)?;
+        check_result_at(Operand::Output, out_block, first_row * dim)?;
     }
     Ok(())
-}
-
-/// Reports the first non-finite element of a block, indexed in the whole intermediate.
-fn check_block<T: Real>(operand: Operand, block: &[T], offset: usize) -> Result<(), Error> {
-    match first_non_finite(block) {
-        None => Ok(()),
-        Some(index) => Err(Error::NonFiniteResult {
-            operand,
-            index: offset + index,
-        }),
-    }
 }
 
 /// The fixed inputs of one pass over the rows of `x` for a block of queries.

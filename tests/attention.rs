@@ -35,13 +35,8 @@ fn judge_line(values: &[f64]) -> String {
 #[test]
 fn judge_cases_print_expected_text() {
     for case in judge_cases_with_output() {
-        let shape = Shape::new(case.seq_len, case.dim, case.rank);
-        let weights = Weights {
-            wq: &case.wq,
-            wk: &case.wk,
-            wv: &case.wv,
-            adapter: Adapter::new(&case.a, &case.b, Scaling::One),
-        };
+        let shape = case.shape();
+        let weights = case.weights();
         let out = run_f64(shape, &case.x, &weights).unwrap();
         assert_eq!(judge_line(&out), case.expected, "case {}", case.name);
     }
@@ -50,13 +45,8 @@ fn judge_cases_print_expected_text() {
 #[test]
 fn blocked_path_prints_same_text() {
     for case in judge_cases_with_output() {
-        let shape = Shape::new(case.seq_len, case.dim, case.rank);
-        let weights = Weights {
-            wq: &case.wq,
-            wk: &case.wk,
-            wv: &case.wv,
-            adapter: Adapter::new(&case.a, &case.b, Scaling::One),
-        };
+        let shape = case.shape();
+        let weights = case.weights();
         for block_rows in [1, 2, 3, 7, 1000] {
             let len = shape.blocked_attention_scratch_len(block_rows).unwrap();
             let mut scratch = vec![f64::NAN; len];
@@ -129,39 +119,15 @@ fn attention_matches_reference_on_random_shapes() {
 fn f32_agrees_with_f64_on_judge_cases() {
     let mut worst = 0.0_f64;
     for case in judge_cases_with_output() {
-        let shape = Shape::new(case.seq_len, case.dim, case.rank);
-        let narrow = |values: &[f64]| values.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-        let (x, wq, wk, wv, a, b) = (
-            narrow(&case.x),
-            narrow(&case.wq),
-            narrow(&case.wk),
-            narrow(&case.wv),
-            narrow(&case.a),
-            narrow(&case.b),
-        );
-        let weights = Weights {
-            wq: &wq,
-            wk: &wk,
-            wv: &wv,
-            adapter: Adapter::new(&a, &b, Scaling::One),
-        };
+        let shape = case.shape();
+        let narrow = case.to_f32();
+        let (x, weights) = (&narrow.x, narrow.weights());
         let mut scratch = vec![f32::NAN; shape.attention_scratch_len().unwrap()];
         let mut out = vec![f32::NAN; x.len()];
-        attention(shape, &x, &weights, &mut scratch, &mut out).unwrap();
+        attention(shape, x, &weights, &mut scratch, &mut out).unwrap();
 
         let wide: Vec<f64> = out.iter().map(|&v| f64::from(v)).collect();
-        let expected = reference_attention(
-            case.seq_len,
-            case.dim,
-            case.rank,
-            1.0,
-            &case.x,
-            &case.wq,
-            &case.wk,
-            &case.wv,
-            &case.a,
-            &case.b,
-        );
+        let expected = case.reference();
         let error = relative_error(&wide, &expected);
         worst = worst.max(error);
         assert!(

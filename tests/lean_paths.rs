@@ -164,13 +164,8 @@ fn every_path_matches_reference() {
 #[test]
 fn every_path_prints_judge_text() {
     for case in judge_cases_with_output() {
-        let shape = Shape::new(case.seq_len, case.dim, case.rank);
-        let weights = Weights {
-            wq: &case.wq,
-            wk: &case.wk,
-            wv: &case.wv,
-            adapter: Adapter::new(&case.a, &case.b, Scaling::One),
-        };
+        let shape = case.shape();
+        let weights = case.weights();
         for path in PATHS {
             let out = path.compute(shape, &case.x, &weights).unwrap();
             let mut line = String::new();
@@ -184,36 +179,12 @@ fn every_path_prints_judge_text() {
 fn every_path_at_f32_agrees_with_f64() {
     let mut worst = 0.0_f64;
     for case in judge_cases_with_output() {
-        let shape = Shape::new(case.seq_len, case.dim, case.rank);
-        let narrow = |values: &[f64]| values.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-        let (x, wq, wk, wv, a, b) = (
-            narrow(&case.x),
-            narrow(&case.wq),
-            narrow(&case.wk),
-            narrow(&case.wv),
-            narrow(&case.a),
-            narrow(&case.b),
-        );
-        let weights = Weights {
-            wq: &wq,
-            wk: &wk,
-            wv: &wv,
-            adapter: Adapter::new(&a, &b, Scaling::One),
-        };
-        let expected = reference_attention(
-            case.seq_len,
-            case.dim,
-            case.rank,
-            1.0,
-            &case.x,
-            &case.wq,
-            &case.wk,
-            &case.wv,
-            &case.a,
-            &case.b,
-        );
+        let shape = case.shape();
+        let narrow = case.to_f32();
+        let (x, weights) = (&narrow.x, narrow.weights());
+        let expected = case.reference();
         for path in PATHS {
-            let out = path.compute(shape, &x, &weights).unwrap();
+            let out = path.compute(shape, x, &weights).unwrap();
             let wide: Vec<f64> = out.iter().map(|&v| f64::from(v)).collect();
             let error = relative_error(&wide, &expected);
             worst = worst.max(error);

@@ -1,10 +1,10 @@
 //! Decoding: one new token at a time against a fixed-capacity key/value cache.
 
-use crate::adapter::{check_finite, check_len};
+use crate::adapter::{check_finite, check_len, check_result_at};
 use crate::attention::{check_scratch, split_scratch};
 use crate::error::{Error, Operand};
 use crate::multihead::config::{AdapterMode, AttentionConfig, SOFTMAX_STATE_LEN};
-use crate::multihead::forward::{check_values, Block};
+use crate::multihead::forward::Block;
 use crate::multihead::linear::build_projections;
 use crate::multihead::weights::{validate_weights, AttentionWeights};
 use crate::real::Real;
@@ -183,7 +183,7 @@ pub fn decode_step<T: Real>(
             .key
             .apply_rows(x_row, key_row, adapter_row);
         block.rotate(key_row, kv_dim, position);
-        check_values(Operand::Key, key_row, 0)?;
+        check_result_at(Operand::Key, key_row, 0)?;
         let value_row = cache
             .values
             .chunks_exact_mut(kv_dim.max(1))
@@ -193,7 +193,7 @@ pub fn decode_step<T: Real>(
             .projections
             .value
             .apply_rows(x_row, value_row, adapter_row);
-        check_values(Operand::Value, value_row, 0)?;
+        check_result_at(Operand::Value, value_row, 0)?;
 
         // Step 2: the query, attending to every cached token including itself.
         block
@@ -201,7 +201,7 @@ pub fn decode_step<T: Real>(
             .query
             .apply_rows(x_row, query, adapter_row);
         block.rotate(query, config.dim, position);
-        check_values(Operand::Query, query, 0)?;
+        check_result_at(Operand::Query, query, 0)?;
         let cached_keys = &*cache.keys;
         let cached_values = &*cache.values;
         let count = position + 1;
@@ -215,7 +215,7 @@ pub fn decode_step<T: Real>(
             0,
             count,
         )?;
-        check_values(Operand::HeadOutput, heads, 0)?;
+        check_result_at(Operand::HeadOutput, heads, 0)?;
         block.finish_rows(heads, out_row, adapter_row, 0)
     })();
 

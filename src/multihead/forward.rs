@@ -1,9 +1,9 @@
 //! Multi-head attention over a whole sequence, in each of the three forms.
 
-use crate::adapter::{check_finite, check_len};
-use crate::attention::{check_scratch, split_scratch};
+use crate::adapter::{check_finite, check_len, check_result_at};
+use crate::attention::{check_scratch, poison_on_error, split_scratch};
 use crate::error::{Dimension, Error, Operand, StreamingLimit};
-use crate::linalg::{dot, first_non_finite};
+use crate::linalg::dot;
 use crate::multihead::config::{AttentionConfig, Form, Plan, SOFTMAX_STATE_LEN};
 use crate::multihead::linear::{build_projections, rotate_rows, Projections};
 use crate::multihead::weights::{validate_weights, AttentionWeights};
@@ -14,12 +14,12 @@ use crate::steps::inverse_sqrt;
 
 /// Computes multi-head attention over `plan.seq_len` tokens.
 ///
-/// With `n = plan.seq_len`: `x` and `out` are `n x dim`; see [`AttentionConfig`] for
+/// With `n = plan.seq_len`, `x` and `out` are `n x dim`. See [`AttentionConfig`] for
 /// the weights and [`AttentionWeights`] for their slices. Each projection is
-/// `y = x W^T + bias`, with `W` adapted to `W + s B A`; queries and keys are then
-/// rotated (with rotary embedding); query head `h` attends to key/value head
+/// `y = x W^T + bias`, with `W` adapted to `W + s B A`. With rotary embedding,
+/// queries and keys are then rotated. Query head `h` attends to key/value head
 /// `h / (heads / kv_heads)` with scores `q . k / sqrt(head_dim)`, masked to earlier
-/// keys when causal; the heads are concatenated and, with an output projection,
+/// keys when causal. The heads are concatenated and, with an output projection,
 /// multiplied by `Wo^T` plus its bias. With one head, no mask, no bias, no rotary
 /// embedding, no output projection and an adapter on the query only, this is
 /// [`attention`](crate::attention).
@@ -116,25 +116,7 @@ pub fn multi_head_attention<T: Real>(
             }
         }
     })();
-    if result.is_err() {
-        out.fill(T::nan());
-    }
-    result
-}
-
-/// Reports the first non-finite element of `values`, indexed from `offset`.
-pub(crate) fn check_values<T: Real>(
-    operand: Operand,
-    values: &[T],
-    offset: usize,
-) -> Result<(), Error> {
-    match first_non_finite(values) {
-        None => Ok(()),
-        Some(index) => Err(Error::NonFiniteResult {
-            operand,
-            index: offset.saturating_add(index),
-        }),
-    }
+    poison_on_error(result, out)
 }
 
 /// One validated call: the configuration, its projections and derived widths.
@@ -178,7 +160,7 @@ impl<'a, T: Real> Block<'a, T> {
 
     /// Returns the key/value head that query head `head` reads.
     pub(crate) fn kv_head(&self, head: usize) -> usize {
-        // `new` makes group_size at least 1; max(1) tells the compiler so.
+        // `new` makes group_size at least 1. max(1) lets the compiler drop its zero check.
         head / self.group_size.max(1)
     }
 
@@ -209,7 +191,7 @@ impl<'a, T: Real> Block<'a, T> {
                 *element = head_element;
             }
         }
-        check_values(Operand::Output, out, offset)
+        check_result_at(Operand::Output, out, offset)
     }
 
     /// Computes the keys and values of `x` (rotating the keys), checking both.
@@ -222,9 +204,9 @@ impl<'a, T: Real> Block<'a, T> {
     ) -> Result<(), Error> {
         self.projections.key.apply_rows(x, k, adapter_row);
         self.rotate(k, self.kv_dim, 0);
-        check_values(Operand::Key, k, 0)?;
+        check_result_at(Operand::Key, k, 0)?;
         self.projections.value.apply_rows(x, v, adapter_row);
-        check_values(Operand::Value, v, 0)
+        check_result_at(Operand::Value, v, 0)
     }
 
     /// Runs one query row's heads over stored keys and values with an online softmax,
@@ -245,8 +227,8 @@ impl<'a, T: Real> Block<'a, T> {
         first_score: usize,
         head_score_stride: usize,
     ) -> Result<(), Error> {
-        // head_dim is at least 1 in a validated configuration; max(1) tells the
-        // compiler so.
+        // head_dim is at least 1 in a validated configuration. max(1) lets the
+        // compiler drop its zero check.
         let head_dim = self.head_dim.max(1);
         let per_head = query
             .chunks_exact(head_dim)
@@ -289,18 +271,18 @@ impl<'a, T: Real> Block<'a, T> {
         // Step 1: the projections, with queries and keys rotated.
         self.projections.query.apply_rows(x, q, adapter_row);
         self.rotate(q, self.dim, 0);
-        check_values(Operand::Query, q, 0)?;
+        check_result_at(Operand::Query, q, 0)?;
         self.keys_and_values(x, k, v, adapter_row)?;
 
         // Step 2: every head, then the output projection.
         if self.config.output_projection {
             let (heads, _) = split_scratch(rest, n * self.dim)?;
             self.attend_full(q, k, v, scores, heads)?;
-            check_values(Operand::HeadOutput, heads, 0)?;
+            check_result_at(Operand::HeadOutput, heads, 0)?;
             self.finish_rows(heads, out, adapter_row, 0)
         } else {
             self.attend_full(q, k, v, scores, out)?;
-            check_values(Operand::Output, out, 0)
+            check_result_at(Operand::Output, out, 0)
         }
     }
 
@@ -313,7 +295,7 @@ impl<'a, T: Real> Block<'a, T> {
         scores: &mut [T],
         heads: &mut [T],
     ) -> Result<(), Error> {
-        // Neither is 0 in a validated call; max(1) tells the compiler so.
+        // Neither is 0 in a validated call. max(1) lets the compiler drop its zero check.
         let n = self.seq_len.max(1);
         let dim = self.dim.max(1);
         heads.fill(T::zero());
@@ -392,13 +374,14 @@ impl<'a, T: Real> Block<'a, T> {
 
         self.keys_and_values(x, k, v, adapter_row)?;
 
-        // dim is at least 1 in a validated configuration; max(1) tells the compiler so.
+        // dim is at least 1 in a validated configuration. max(1) lets the compiler
+        // drop its zero check.
         let dim = self.dim.max(1);
         let rows = x.chunks_exact(dim).zip(out.chunks_exact_mut(dim));
         for (i, (x_row, out_row)) in rows.enumerate() {
             self.projections.query.apply_rows(x_row, query, adapter_row);
             self.rotate(query, self.dim, i);
-            check_values(Operand::Query, query, i * self.dim)?;
+            check_result_at(Operand::Query, query, i * self.dim)?;
 
             let count = if self.config.causal { i + 1 } else { n };
             // The scores are never stored, so their indices may exceed usize on
@@ -406,7 +389,7 @@ impl<'a, T: Real> Block<'a, T> {
             let first_score = i.saturating_mul(n);
             let head_stride = n.saturating_mul(n);
             self.attend_stored(query, k, v, count, states, heads, first_score, head_stride)?;
-            check_values(Operand::HeadOutput, heads, i * self.dim)?;
+            check_result_at(Operand::HeadOutput, heads, i * self.dim)?;
             self.finish_rows(heads, out_row, adapter_row, i * self.dim)?;
         }
         Ok(())
@@ -491,7 +474,7 @@ impl<'a, T: Real> Block<'a, T> {
             let (query, _, folded, sums, states) = self.split_streaming_row(row)?;
             let offset = (first_row + index) * self.dim;
             self.projections.query.apply_rows(x_row, query, adapter_row);
-            check_values(Operand::Query, query, offset)?;
+            check_result_at(Operand::Query, query, offset)?;
 
             for (head, (query_head, folded_head)) in query
                 .chunks_exact(self.head_dim)
@@ -507,7 +490,7 @@ impl<'a, T: Real> Block<'a, T> {
                     adapter_row,
                 );
             }
-            check_values(
+            check_result_at(
                 Operand::FoldedQuery,
                 folded,
                 (first_row + index) * self.config.heads * self.dim,
@@ -615,7 +598,7 @@ impl<'a, T: Real> Block<'a, T> {
                 );
             }
             let offset = (first_row + index) * self.dim;
-            check_values(Operand::HeadOutput, head_outputs, offset)?;
+            check_result_at(Operand::HeadOutput, head_outputs, offset)?;
             self.finish_rows(head_outputs, out_row, adapter_row, offset)?;
         }
         Ok(())

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use lora_attention::{Adapter, Scaling, Shape, Weights};
+
 /// One judge problem read from a `.in` file.
 #[derive(Clone, Debug)]
 pub struct JudgeCase {
@@ -21,6 +23,74 @@ pub struct JudgeCase {
     pub b: Vec<f64>,
     /// The expected judge line, newline included.
     pub expected: String,
+}
+
+impl JudgeCase {
+    /// Returns the case's shape.
+    pub fn shape(&self) -> Shape {
+        Shape::new(self.seq_len, self.dim, self.rank)
+    }
+
+    /// Returns the case's weights, with the adapter scale 1 of the judge task.
+    pub fn weights(&self) -> Weights<'_, f64> {
+        Weights {
+            wq: &self.wq,
+            wk: &self.wk,
+            wv: &self.wv,
+            adapter: Adapter::new(&self.a, &self.b, Scaling::One),
+        }
+    }
+
+    /// Returns the plain reference result of the case at f64.
+    pub fn reference(&self) -> Vec<f64> {
+        reference_attention(
+            self.seq_len,
+            self.dim,
+            self.rank,
+            1.0,
+            &self.x,
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.a,
+            &self.b,
+        )
+    }
+
+    /// Returns the case's input and weights rounded to f32.
+    pub fn to_f32(&self) -> JudgeCaseF32 {
+        let narrow = |values: &[f64]| values.iter().map(|&v| v as f32).collect();
+        JudgeCaseF32 {
+            x: narrow(&self.x),
+            wq: narrow(&self.wq),
+            wk: narrow(&self.wk),
+            wv: narrow(&self.wv),
+            a: narrow(&self.a),
+            b: narrow(&self.b),
+        }
+    }
+}
+
+/// A judge case's input and weights rounded to f32.
+pub struct JudgeCaseF32 {
+    pub x: Vec<f32>,
+    pub wq: Vec<f32>,
+    pub wk: Vec<f32>,
+    pub wv: Vec<f32>,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl JudgeCaseF32 {
+    /// Returns the weights, with the adapter scale 1 of the judge task.
+    pub fn weights(&self) -> Weights<'_, f32> {
+        Weights {
+            wq: &self.wq,
+            wk: &self.wk,
+            wv: &self.wv,
+            adapter: Adapter::new(&self.a, &self.b, Scaling::One),
+        }
+    }
 }
 
 /// Returns the folder of the judge case files.
