@@ -23,7 +23,7 @@ const SHAPES: [(usize, usize, usize); 3] = [(16, 64, 4), (128, 128, 8), (512, 25
 /// Query rows per block in the streaming path.
 const STREAMING_BLOCK_ROWS: usize = 16;
 
-/// The nominal flop count shared by every path.
+/// Returns the nominal flop count, the same for every path.
 fn flops(shape: Shape) -> u64 {
     let Shape { seq_len, dim, rank } = shape;
     let (b, d, r) = (seq_len as u64, dim as u64, rank as u64);
@@ -74,7 +74,7 @@ impl<T: Real> Inputs<T> {
     }
 }
 
-/// The formula in plain triple loops, allocating as it goes: the baseline.
+/// Computes the formula in plain triple loops, allocating as it goes: the baseline.
 fn triple_loop<T: Real>(shape: Shape, inputs: &Inputs<T>) -> Vec<T> {
     let Shape {
         seq_len: b,

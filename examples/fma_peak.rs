@@ -4,11 +4,11 @@
 //! Each loop runs 12 independent chains of vector multiply-adds, more than the
 //! latency (4 cycles) times the units (2) of current x86 cores, so no unit waits on a
 //! result. The vectors are explicit, because the compiler's choice of width for
-//! plain arrays varies from loop to loop. It prints the rate in GFLOP/s (a
-//! multiply-add counts as two flops, best of five runs) with 256-bit vectors, the
-//! width the compiler gives this project's kernels on x86 (its tuning for recent
-//! Intel cores prefers 256-bit vectors), and with 512-bit vectors where the CPU has
-//! AVX-512, for example:
+//! plain arrays varies from loop to loop. It prints the rate in GFLOP/s, counting a
+//! multiply-add as two flops and keeping the best of five runs. It measures 256-bit
+//! vectors, the width the compiler gives this project's kernels on x86 (its tuning
+//! for recent Intel cores prefers 256-bit vectors). Where the CPU has AVX-512, it
+//! also measures 512-bit vectors, for example:
 //!
 //! ```text
 //! peak_256 55.12
@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Run with `cargo run --release --example fma_peak`. It checks the CPU's features
-//! at run time; on other targets it prints nothing.
+//! at run time. On other targets it prints nothing.
 
 use std::time::Instant;
 

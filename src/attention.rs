@@ -40,6 +40,7 @@ pub(crate) fn validate_inputs<T: Real>(
     shape.validate()?;
     let input_len = shape.input_len().ok_or(Error::SizeOverflow)?;
     let weight_len = shape.weight_len().ok_or(Error::SizeOverflow)?;
+
     check_len(Operand::Input, input_len, x.len())?;
     check_len(
         Operand::Weight(Projection::Query),
@@ -57,11 +58,13 @@ pub(crate) fn validate_inputs<T: Real>(
         weights.wv.len(),
     )?;
     check_len(Operand::Output, input_len, out.len())?;
+
     let scale = crate::adapter::validate_adapter(
         shape.query_adapter(),
         Projection::Query,
         &weights.adapter,
     )?;
+
     check_finite(Operand::Input, x)?;
     check_finite(Operand::Weight(Projection::Query), weights.wq)?;
     check_finite(Operand::Weight(Projection::Key), weights.wk)?;

@@ -12,9 +12,9 @@ use crate::shape::Shape;
 /// Computes [`attention`](crate::attention)'s result with the adapter applied as
 /// `q = Wq x + s B (A x)`, never forming `Wq + s B A`.
 ///
-/// The weights are only read, so they can stay in flash, and the scratch has no
-/// `dim x dim` term: it contains `Q`, `K`, `V` (`seq_len x dim` each), `block_rows` rows
-/// of scores and the `rank` values of `A x` for one row, in that order
+/// The weights are only read, so they can stay in flash. The scratch has no
+/// `dim x dim` term: it contains `Q`, `K`, `V` (`seq_len x dim` each), `block_rows`
+/// rows of scores and the `rank` values of `A x` for one row, in that order
 /// ([`Shape::factored_scratch_len`]). Scores, softmax and weighted sum are those of
 /// [`attention_blocked`](crate::attention_blocked). The queries round differently
 /// from the merged form's (by a few units in the last place), so results agree with

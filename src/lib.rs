@@ -68,8 +68,8 @@
 //!   multiply-add, which the inner loops use when the target has an FMA instruction
 //!   (x86 with `target_feature = "fma"`, AArch64). Nothing else changes.
 //! - `nightly-fma` (off by default, needs a nightly compiler): uses core's fused
-//!   multiply-add instead, for `no_std` targets with FMA hardware; on 32-bit Arm it
-//!   fuses `f32` only (a Cortex-M4F's FPU is single precision). See [`Real`].
+//!   multiply-add instead, for `no_std` targets with FMA hardware. On 32-bit Arm it
+//!   fuses `f32` only, because a Cortex-M4F's FPU is single precision. See [`Real`].
 #![no_std]
 #![cfg_attr(feature = "nightly-fma", feature(core_float_math))]
 #![forbid(unsafe_code)]

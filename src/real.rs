@@ -12,11 +12,12 @@ pub trait Real: Float {
     /// Returns `self * a + b`.
     ///
     /// The default rounds twice (a multiply, then an add). `f32` and `f64` round once,
-    /// with a fused multiply-add instruction, when the build can reach one: with the
-    /// `std` feature on a target with FMA hardware (x86 with `fma` enabled, AArch64),
-    /// or with the `nightly-fma` feature on those targets and, for `f32`, on 32-bit
-    /// Arm with a VFPv4 FPU such as the Cortex-M4F's. Otherwise they round twice too,
-    /// because a software fused multiply-add is far slower than the rounding it saves.
+    /// with a fused multiply-add instruction, when the build can reach one. The `std`
+    /// feature reaches it on a target with FMA hardware (x86 with `fma` enabled,
+    /// AArch64). The `nightly-fma` feature reaches it on those targets and, for `f32`,
+    /// on 32-bit Arm with a VFPv4 FPU such as the Cortex-M4F's. Otherwise they round
+    /// twice too, because a software fused multiply-add is far slower than the
+    /// rounding it saves.
     #[inline(always)]
     fn multiply_add(self, a: Self, b: Self) -> Self {
         self * a + b

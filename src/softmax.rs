@@ -57,8 +57,8 @@ pub fn softmax_in_place<T: Real>(row: &mut [T]) -> Result<(), Error> {
 /// Returns the exponent below which `exp` is subnormal for `T`: `ln(MIN_POSITIVE)`,
 /// about -87.3 for `f32` and -708.4 for `f64`.
 ///
-/// `MIN_POSITIVE` is a power of two, so its base-2 logarithm comes from its bits;
-/// no `ln` is evaluated, which keeps this cheap enough to call per row.
+/// `MIN_POSITIVE` is a power of two, so its base-2 logarithm comes from its bits.
+/// No `ln` is evaluated, which keeps this cheap enough to call per row.
 pub(crate) fn underflow_cutoff<T: Real>() -> T {
     let (mantissa, exponent, _) = T::min_positive_value().integer_decode();
     let log2 = i32::from(exponent) + mantissa.trailing_zeros() as i32;

@@ -182,12 +182,13 @@ pub fn weighted_sum<T: Real>(
 /// # Errors
 ///
 /// - [`Error::ZeroDimension`], [`Error::SizeOverflow`] or [`Error::LengthMismatch`]
-///   when the slices do not match `shape` (`q` or `out` not a whole number of rows,
-///   or containing different numbers of rows), [`Error::ScratchTooSmall`] when `scores`
-///   contains less than one row, and [`Error::NonFiniteInput`] for NaN or infinity in
-///   `q`, `K` or `V`. Nothing is written then.
+///   when the slices do not match `shape`: `q` or `out` is not a whole number of rows,
+///   or they contain different numbers of rows. Nothing is written then.
+/// - [`Error::ScratchTooSmall`] when `scores` contains less than one row, and
+///   [`Error::NonFiniteInput`] for NaN or infinity in `q`, `K` or `V`. Nothing is
+///   written then either.
 /// - [`Error::NonFiniteResult`] naming [`Operand::Scores`] (indexed as
-///   `row * seq_len + key` over this call's rows) or [`Operand::Output`]; `out` is
+///   `row * seq_len + key` over this call's rows) or [`Operand::Output`]. `out` is
 ///   then filled with NaN.
 ///
 /// # Example

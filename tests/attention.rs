@@ -14,9 +14,9 @@ use lora_attention::{
 const F64_TOLERANCE: f64 = 1e-12;
 
 /// f32 agreement with the f64 result, relative to the largest output magnitude.
-/// f32 rounds at 6e-8; sums of up to 64 products and exp(s - max) with scores of a
+/// f32 rounds at 6e-8. Sums of up to 64 products and exp(s - max) with scores of a
 /// few hundred amplify that to about 4e-6 on the judge cases (the test prints the
-/// worst), so 1e-5 leaves a margin while a real error (1e-3 and up) still fails.
+/// worst). So 1e-5 leaves a margin while a real error (1e-3 and up) still fails.
 const F32_TOLERANCE: f64 = 1e-5;
 
 fn run_f64(shape: Shape, x: &[f64], weights: &Weights<'_, f64>) -> Result<Vec<f64>, Error> {

@@ -20,7 +20,7 @@ const F64_TOLERANCE: f64 = 1e-12;
 
 /// f32 agreement, relative to the largest expected magnitude: the same bound as the
 /// single-head tests. The cases chain up to four projections with adapter scales up
-/// to 16 and rotary angles up to 5 radians; the worst measured error is about 6e-7
+/// to 16 and rotary angles up to 5 radians. The worst measured error is about 6e-7
 /// (the test prints it), and a real error shows at 1e-3 and above.
 const F32_TOLERANCE: f64 = 1e-5;
 

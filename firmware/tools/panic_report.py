@@ -4,8 +4,8 @@
 Usage: panic_report.py ELF
 
 The ELF is the `no-panic` binary built with the `report-panics` feature (so it
-links with its panics) and with debug information. The script disassembles it,
-finds every function from which core's panic functions are reachable, and prints
+links with its panics) and with debug information. The script disassembles it and
+finds every function from which core's panic functions are reachable. It prints
 each call from code outside `core` into them, with the inlined source lines that
 addr2line gives for the call's address and for the branches that lead to it.
 Exits 1 when it finds any.

@@ -71,7 +71,7 @@ pub enum Form {
     ///
     /// Each key is a linear function of its input row, so each query head is folded
     /// through its key weight (`Wk_g^T q_h`, `d` values) and scored against the input
-    /// rows directly; each score is then a dot product over `d` instead of `dh`. Rotary
+    /// rows directly. Each score is then a dot product over `d` instead of `dh`. Rotary
     /// embedding rotates keys by position, which breaks the folding, so this form
     /// rejects it with [`Error::StreamingUnsupported`].
     Streaming {
@@ -108,7 +108,7 @@ pub struct Plan {
 /// `x` is `n x dim`. `Wq` and `Wo` are `dim x dim`; `Wk` and `Wv` are `kv_dim x dim`
 /// with `kv_dim = kv_heads * head_dim` and `head_dim = dim / heads`. Query head `h`
 /// reads key/value head `h / (heads / kv_heads)`. Every size method is a `const fn`
-/// that returns `None` when the size does not fit in `usize`; sizes of an invalid
+/// that returns `None` when the size does not fit in `usize`. The sizes of an invalid
 /// configuration (see [`AttentionConfig::validate`]) are meaningless.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionConfig<T> {
@@ -355,6 +355,7 @@ impl<T: Real> AttentionConfig<T> {
         if self.kv_heads == 0 {
             return zero(Dimension::KvHeads);
         }
+
         if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::HeadsDoNotDivideDim {
                 dim: self.dim,
@@ -367,6 +368,7 @@ impl<T: Real> AttentionConfig<T> {
                 kv_heads: self.kv_heads,
             });
         }
+
         if let Some(rope) = self.rope {
             if !self.head_dim().is_multiple_of(2) {
                 return Err(Error::OddHeadDim {
@@ -380,6 +382,7 @@ impl<T: Real> AttentionConfig<T> {
         if !self.output_projection && (self.biases.output || self.ranks.output > 0) {
             return Err(Error::OutputProjectionMissing);
         }
+
         let sizes = [
             self.weight_len(Projection::Query),
             self.weight_len(Projection::Key),

@@ -95,8 +95,8 @@ impl<'a, T: Real> KvCache<'a, T> {
 /// The token is at position `p = cache.len()`: its query and key are rotated by `p`
 /// (with rotary embedding), and it attends to the `p + 1` cached tokens including
 /// itself. That is row `p` of [`multi_head_attention`](crate::multi_head_attention)
-/// over all tokens so far under the causal mask; without the mask the last row is
-/// the same, since no later token exists yet. The earlier cached rows are only read.
+/// over all tokens so far under the causal mask. Without the mask the last row is
+/// the same, because no later token exists yet. The earlier cached rows are only read.
 /// `x_row` and `out_row` have `dim` values; the scratch needs
 /// [`AttentionConfig::decode_scratch_len`] elements. Each step costs
 /// `O(p * dim)` for the scores and weighted sums plus the fixed projections.
@@ -106,8 +106,8 @@ impl<'a, T: Real> KvCache<'a, T> {
 /// The errors of [`multi_head_attention`](crate::multi_head_attention) that apply
 /// to one row, [`Error::LengthMismatch`] naming [`Operand::KeyCache`] when the cache
 /// was made for another key/value width, and [`Error::CacheFull`] when it has no
-/// free row. After any error the cache is as it was (its length unchanged and its
-/// earlier rows untouched); after a numeric error `out_row` is filled with NaN.
+/// free row. After any error the cache is as it was: its length is unchanged and its
+/// earlier rows are untouched. After a numeric error `out_row` is filled with NaN.
 ///
 /// # Example
 ///

@@ -24,7 +24,7 @@ use crate::steps::inverse_sqrt;
 /// embedding, no output projection and an adapter on the query only, this is
 /// [`attention`](crate::attention).
 ///
-/// The scratch needs [`AttentionConfig::scratch_len`] elements for the plan; the
+/// The scratch needs [`AttentionConfig::scratch_len`] elements for the plan. The
 /// [`Form`] trades scratch for what it supports, and [`AdapterMode`](crate::AdapterMode)
 /// chooses between merging adapters into scratch and applying them factored.
 ///

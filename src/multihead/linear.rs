@@ -194,7 +194,7 @@ pub(crate) fn build_projections<'a, T: Real>(
 /// [`RotaryEmbedding`](crate::RotaryEmbedding)).
 pub(crate) fn rotate_row<T: Real>(row: &mut [T], head_dim: usize, position: usize, base: T) {
     let half = head_dim / 2;
-    // The same test as half == 0, written so that the compiler also knows that the
+    // The same test as half == 0, written so that the compiler can see that the
     // chunk size below is not zero.
     if head_dim < 2 {
         return;

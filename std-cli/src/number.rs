@@ -88,13 +88,13 @@ pub(crate) fn parse_short_decimal(text: &[u8]) -> Option<f64> {
 /// what makes the tokenizer's fast path fast.
 #[inline(always)]
 pub(crate) fn scan_short_decimal(bytes: &[u8]) -> Option<(f64, usize)> {
-    // The word scanner gives up on what it cannot read in whole words (a long
-    // digit run near the end of the text) as well as on what is no short decimal;
-    // the byte scanner then decides.
+    // The word scanner gives up on a long digit run near the end of the text as
+    // well as on what is no short decimal. The byte scanner then decides.
     scan_short_decimal_words(bytes).or_else(|| scan_short_decimal_bytes(bytes))
 }
 
-/// [`scan_short_decimal`] one byte at a time, for what the word scanner leaves.
+/// Scans like [`scan_short_decimal`] one byte at a time, for what the word scanner
+/// leaves.
 #[cold]
 #[inline(never)]
 fn scan_short_decimal_bytes(bytes: &[u8]) -> Option<(f64, usize)> {
@@ -149,14 +149,14 @@ fn scan_short_decimal_bytes(bytes: &[u8]) -> Option<(f64, usize)> {
     Some((if negative { -magnitude } else { magnitude }, index))
 }
 
-/// [`scan_short_decimal`] with the digits read 8 bytes at a time: the sign, the
-/// integer digits and the fraction digits each take a few branches that do not
-/// depend on the token's length, where a loop per byte mispredicts once per token.
-/// When it returns a value it is the one [`scan_short_decimal_bytes`] returns
-/// (tested); it returns `None` more often, near the end of the text.
+/// Scans like [`scan_short_decimal`], reading the digits 8 bytes at a time.
 ///
-/// It is inlined into the tokenizer's loop so that the token's length, which the
-/// next token waits for, never waits on the division that produces the value.
+/// The sign, the integer digits and the fraction digits each take a few branches
+/// that do not depend on the token's length, where a loop per byte mispredicts once
+/// per token. A value it returns equals the one [`scan_short_decimal_bytes`] returns
+/// (tested). It returns `None` more often, near the end of the text. It is inlined
+/// into the tokenizer's loop, which keeps the value and the token's length in
+/// registers.
 #[inline(always)]
 fn scan_short_decimal_words(bytes: &[u8]) -> Option<(f64, usize)> {
     let first = *bytes.first()?;

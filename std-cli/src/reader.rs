@@ -10,8 +10,8 @@ use crate::tokens::Tokenizer;
 /// Capacity of a matrix's storage before its first growth, in values (8 MiB),
 /// unless the matrix is smaller. The operating system maps pages only as values
 /// are written, so a header that promises more than the input contains costs address
-/// space, not memory, while real inputs of up to a million values per matrix never
-/// copy their storage to grow it.
+/// space, not memory. Real inputs of up to a million values per matrix never copy
+/// their storage to grow it.
 const INITIAL_CAPACITY: usize = 1 << 20;
 
 /// Reads a judge input from `reader`, `CHUNK_SIZE` bytes at a time.

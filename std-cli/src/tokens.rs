@@ -122,7 +122,7 @@ impl RunResult {
 /// One run of the fast path over `bytes[start..limit]`, in progress.
 ///
 /// A token must end before the end of `bytes`, so that a token cut by the chunk
-/// boundary is left for the next chunk; `limit` itself must be a whitespace byte or
+/// boundary is left for the next chunk. `limit` itself must be a whitespace byte or
 /// the end of `bytes`.
 struct Cursor {
     index: usize,
@@ -456,14 +456,14 @@ impl<R: Read> Tokenizer<R> {
     /// `values`, at most `max` of them and no more than its spare capacity, and
     /// returns how many it took.
     ///
-    /// This is the fast path of a matrix read: it stops, consuming nothing of the
-    /// token, at anything it does not handle (a non-ASCII byte, a token that may
-    /// continue in the next chunk, a token the short-decimal parser leaves to
-    /// `str::parse`), so that [`Tokenizer::next_token`] reads that token with full
+    /// This is the fast path of a matrix read. It stops without consuming the token
+    /// at anything it does not handle: a non-ASCII byte, a token that may continue
+    /// in the next chunk, or a token the short-decimal parser leaves to
+    /// `str::parse`. [`Tokenizer::next_token`] then reads that token with full
     /// checks and positions. The values, token count and line numbers it produces are
-    /// the ones `next_token` would. A long stretch of text is split in two at a
-    /// whitespace byte and the halves are parsed on two threads; the second half
-    /// counts only when the first is taken whole and both fit.
+    /// the ones `next_token` would. A long stretch of text is split into four parts
+    /// at whitespace bytes, parsed two on each of two threads. A part counts only
+    /// when every part before it was taken whole and it fits.
     pub(crate) fn take_short_decimals(&mut self, values: &mut Vec<f64>, max: usize) -> usize {
         let max = max.min(values.capacity() - values.len());
         let bytes = self.text.as_bytes();
@@ -508,7 +508,8 @@ impl<R: Read> Tokenizer<R> {
         });
         let ((third_run, fourth_run), third, fourth) = match far {
             Ok(result) => result,
-            // A scan never panics; should it anyway, keep only this thread's parts.
+            // A scan has no panicking operation. If the worker panics anyway, keep
+            // only this thread's parts.
             Err(_) => (
                 (RunResult::empty(split_two), RunResult::empty(split_three)),
                 Vec::new(),

@@ -315,7 +315,7 @@ fn long_token_cut_in_message() {
 
 #[test]
 fn column_counts_characters_not_bytes() {
-    // Line 2 holds '1', U+00A0, '2', U+3000, then the bad token: column 5, byte 8.
+    // Line 2 contains '1', U+00A0, '2', U+3000, then the bad token: column 5, byte 8.
     let input = "1 3 0\n1\u{a0}2\u{3000}abc\n";
     let output = run(&[], input.as_bytes());
 

@@ -226,7 +226,7 @@ fn header_promising_quintillion_values_stays_small() {
     );
 }
 
-/// A 10 MB token: `"7"` repeated, at the place of the first value of `x`.
+/// Builds a 10 MB token, `"7"` repeated, at the place of the first value of `x`.
 fn ten_megabyte_token_input() -> Vec<u8> {
     let mut input = b"1 1 0\n".to_vec();
     input.resize(input.len() + (10 << 20), b'7');

@@ -100,7 +100,7 @@ pub fn judge_dir() -> PathBuf {
 
 /// Reads every judge case that has an expected output (`NAME.in` with `NAME.out`).
 ///
-/// Panics when the folder holds none, so that a missing copy cannot pass.
+/// Panics when the folder contains none, so that a missing copy cannot pass.
 pub fn judge_cases_with_output() -> Vec<JudgeCase> {
     let mut cases = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(judge_dir())
