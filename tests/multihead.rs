@@ -6,7 +6,7 @@ mod cases;
 #[path = "common/mod.rs"]
 mod common;
 
-use cases::{attention_cases, reference_multihead, AttentionCase, LoraCase};
+use cases::{attention_cases, reference_multihead, scaling, AttentionCase, LoraCase, OwnedCase};
 use common::{relative_error, Random};
 use lora_attention::{
     decode_step, multi_head_attention, Adapter, AdapterMode, AttentionConfig, AttentionWeights,
@@ -35,122 +35,6 @@ const FORMS: [Form; 4] = [
     Form::Streaming { block_rows: 3 },
 ];
 
-/// A case converted to one float type, owning its slices.
-struct Owned<T> {
-    config: AttentionConfig<T>,
-    x: Vec<T>,
-    wq: Vec<T>,
-    wk: Vec<T>,
-    wv: Vec<T>,
-    wo: Vec<T>,
-    biases: [Vec<T>; 4],
-    adapters: [(Vec<T>, Vec<T>, Scaling<T>); 4],
-}
-
-const KEYS: [&str; 4] = ["q", "k", "v", "o"];
-
-fn convert<T: Real>(values: &[f64]) -> Vec<T> {
-    values.iter().map(|&v| T::from(v).unwrap()).collect()
-}
-
-fn scaling<T: Real>(lora: &LoraCase) -> Scaling<T> {
-    let alpha = T::from(lora.alpha).unwrap();
-    match lora.scaling.as_str() {
-        "one" => Scaling::One,
-        "alpha_over_r" => Scaling::AlphaOverRank { alpha },
-        "rslora" => Scaling::AlphaOverSqrtRank { alpha },
-        other => panic!("unknown scaling kind {other}"),
-    }
-}
-
-impl<T: Real> Owned<T> {
-    fn new(case: &AttentionCase) -> Self {
-        let rank = |key: &str| case.lora.get(key).map_or(0, |lora| lora.rank);
-        let has_bias = |key: &str| case.bias.contains_key(key);
-        let config = AttentionConfig {
-            dim: case.d,
-            heads: case.heads,
-            kv_heads: case.kv_heads,
-            causal: case.causal,
-            rope: case.rope_base.map(|base| RotaryEmbedding {
-                base: T::from(base).unwrap(),
-            }),
-            output_projection: case.wo.is_some(),
-            biases: PerProjection {
-                query: has_bias("q"),
-                key: has_bias("k"),
-                value: has_bias("v"),
-                output: has_bias("o"),
-            },
-            ranks: PerProjection {
-                query: rank("q"),
-                key: rank("k"),
-                value: rank("v"),
-                output: rank("o"),
-            },
-        };
-        Owned {
-            config,
-            x: convert(&case.x),
-            wq: convert(&case.wq),
-            wk: convert(&case.wk),
-            wv: convert(&case.wv),
-            wo: case.wo.as_deref().map(convert).unwrap_or_default(),
-            biases: KEYS.map(|key| case.bias.get(key).map(|b| convert(b)).unwrap_or_default()),
-            adapters: KEYS.map(|key| match case.lora.get(key) {
-                Some(lora) => (convert(&lora.a), convert(&lora.b), scaling(lora)),
-                None => (Vec::new(), Vec::new(), Scaling::One),
-            }),
-        }
-    }
-
-    fn weights(&self) -> AttentionWeights<'_, T> {
-        let adapter =
-            |i: usize| Adapter::new(&self.adapters[i].0, &self.adapters[i].1, self.adapters[i].2);
-        AttentionWeights {
-            wq: &self.wq,
-            wk: &self.wk,
-            wv: &self.wv,
-            wo: &self.wo,
-            biases: PerProjection {
-                query: &self.biases[0],
-                key: &self.biases[1],
-                value: &self.biases[2],
-                output: &self.biases[3],
-            },
-            adapters: PerProjection {
-                query: adapter(0),
-                key: adapter(1),
-                value: adapter(2),
-                output: adapter(3),
-            },
-        }
-    }
-
-    fn seq_len(&self) -> usize {
-        self.x.len() / self.config.dim
-    }
-
-    fn run(&self, form: Form, adapters: AdapterMode) -> Result<Vec<T>, Error> {
-        let plan = Plan {
-            seq_len: self.seq_len(),
-            form,
-            adapters,
-        };
-        let mut scratch = vec![T::nan(); self.config.scratch_len(plan).unwrap()];
-        let mut out = vec![T::nan(); self.x.len()];
-        multi_head_attention(
-            &self.config,
-            plan,
-            &self.x,
-            &self.weights(),
-            &mut scratch,
-            &mut out,
-        )?;
-        Ok(out)
-    }
-}
-
 fn widen<T: Real>(values: &[T]) -> Vec<f64> {
     values.iter().map(|v| v.to_f64().unwrap()).collect()
 }
@@ -174,8 +58,8 @@ fn case_scales_match_scaling_kinds() {
 fn every_case_in_every_form_matches_expected() {
     let mut worst_f32 = 0.0_f64;
     for case in attention_cases() {
-        let wide = Owned::<f64>::new(&case);
-        let narrow = Owned::<f32>::new(&case);
+        let wide = OwnedCase::<f64>::new(&case);
+        let narrow = OwnedCase::<f32>::new(&case);
         for form in FORMS {
             for mode in MODES {
                 let label = format!("{} {form:?} {mode:?}", case.name);
@@ -282,7 +166,7 @@ fn random_configurations_match_reference() {
     for index in 0..60 {
         let case = random_case(&mut random, index);
         let expected = reference_multihead(&case);
-        let owned = Owned::<f64>::new(&case);
+        let owned = OwnedCase::<f64>::new(&case);
         for form in FORMS {
             if matches!(form, Form::Streaming { .. }) && case.rope_base.is_some() {
                 continue;
@@ -300,47 +184,23 @@ fn random_configurations_match_reference() {
     }
 }
 
-/// Decodes every token of a case and returns the output rows.
-fn decode_all<T: Real>(owned: &Owned<T>, mode: AdapterMode) -> Vec<T> {
-    let config = owned.config;
-    let n = owned.seq_len();
-    let mut keys = vec![T::nan(); config.cache_len(n).unwrap()];
-    let mut values = vec![T::nan(); config.cache_len(n).unwrap()];
-    let mut cache = KvCache::new(&config, &mut keys, &mut values).unwrap();
-    let mut scratch = vec![T::nan(); config.decode_scratch_len(mode).unwrap()];
-    let mut rows = Vec::new();
-    for x_row in owned.x.chunks(config.dim) {
-        let mut out = vec![T::nan(); config.dim];
-        decode_step(
-            &config,
-            mode,
-            &owned.weights(),
-            &mut cache,
-            x_row,
-            &mut scratch,
-            &mut out,
-        )
-        .unwrap();
-        rows.extend(out);
-    }
-    assert_eq!(cache.len(), n);
-    rows
-}
-
 #[test]
 fn decoding_matches_full_causal_computation() {
     for case in attention_cases() {
         let mut causal = case.clone();
         causal.causal = true;
         let expected = reference_multihead(&causal);
-        let owned = Owned::<f64>::new(&case);
+        let owned = OwnedCase::<f64>::new(&case);
         for mode in MODES {
-            let rows = decode_all(&owned, mode);
+            let rows = owned.decode_all(mode).unwrap();
             let error = relative_error(&rows, &expected);
             assert!(error <= F64_TOLERANCE, "{} {mode:?}: {error:e}", case.name);
         }
         if case.causal {
-            let error = relative_error(&decode_all(&owned, AdapterMode::Factored), &case.expected);
+            let error = relative_error(
+                &owned.decode_all(AdapterMode::Factored).unwrap(),
+                &case.expected,
+            );
             assert!(
                 error <= F64_TOLERANCE,
                 "{}: decoding against expected {error:e}",
@@ -356,7 +216,7 @@ fn decoding_leaves_earlier_cache_rows_untouched() {
         .into_iter()
         .find(|c| c.rope_base.is_some())
         .unwrap();
-    let owned = Owned::<f64>::new(&case);
+    let owned = OwnedCase::<f64>::new(&case);
     let config = owned.config;
     let n = owned.seq_len();
     let mut keys = vec![0.0; config.cache_len(n).unwrap()];
@@ -395,7 +255,7 @@ fn decoding_leaves_earlier_cache_rows_untouched() {
 #[test]
 fn full_cache_is_an_error() {
     let case = &attention_cases()[0];
-    let owned = Owned::<f64>::new(case);
+    let owned = OwnedCase::<f64>::new(case);
     let config = owned.config;
     let mut keys = vec![0.0; config.cache_len(1).unwrap()];
     let mut values = vec![0.0; config.cache_len(1).unwrap()];
@@ -564,7 +424,7 @@ fn wrong_bias_and_adapter_lengths_are_errors() {
         .into_iter()
         .find(|c| c.name.starts_with("007"))
         .unwrap();
-    let owned = Owned::<f64>::new(&case);
+    let owned = OwnedCase::<f64>::new(&case);
     let plan = Plan {
         seq_len: owned.seq_len(),
         form: Form::KeepKeyValue,
@@ -634,7 +494,7 @@ fn streaming_rejects_rotary_embedding() {
         .into_iter()
         .find(|c| c.rope_base.is_some())
         .unwrap();
-    let owned = Owned::<f64>::new(&case);
+    let owned = OwnedCase::<f64>::new(&case);
     let error = owned.run(Form::Streaming { block_rows: 2 }, AdapterMode::Factored);
     assert_eq!(
         error,

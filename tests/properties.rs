@@ -13,13 +13,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cases::{reference_multihead, AttentionCase, LoraCase};
+use cases::{reference_multihead, AttentionCase, LoraCase, OwnedCase, KEYS};
 use common::{reference_attention, relative_error};
 use lora_attention::{
-    attention, attention_blocked, attention_factored, attention_streaming, decode_step,
-    merge_in_place, multi_head_attention, softmax_in_place, unmerge_in_place, Adapter, AdapterMode,
-    AdapterShape, AttentionConfig, AttentionWeights, Error, Form, KvCache, PerProjection, Plan,
-    Projection, Real, RotaryEmbedding, Scaling, Shape, Weights,
+    attention, attention_blocked, attention_factored, attention_streaming, merge_in_place,
+    softmax_in_place, unmerge_in_place, Adapter, AdapterMode, AdapterShape, Error, Form,
+    Projection, Real, Scaling, Shape, Weights,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -37,8 +36,6 @@ const F32_TOLERANCE: f64 = 1e-5;
 const REORDER_TOLERANCE: f64 = 1e-12;
 
 const MODES: [AdapterMode; 2] = [AdapterMode::Merged, AdapterMode::Factored];
-
-const KEYS: [&str; 4] = ["q", "k", "v", "o"];
 
 /// Returns the proptest settings: `cases` cases from a fixed seed, unless the
 /// environment sets `PROPTEST_CASES` or `PROPTEST_RNG_SEED`.
@@ -321,93 +318,7 @@ fn multi_head_case(allow_rope: bool, allow_causal: bool) -> impl Strategy<Value 
     )
 }
 
-/// A multi-head case converted to one float type, owning its slices.
-struct Owned<T> {
-    config: AttentionConfig<T>,
-    x: Vec<T>,
-    wq: Vec<T>,
-    wk: Vec<T>,
-    wv: Vec<T>,
-    wo: Vec<T>,
-    biases: [Vec<T>; 4],
-    adapters: [(Vec<T>, Vec<T>, Scaling<T>); 4],
-}
-
-impl<T: Real> Owned<T> {
-    fn new(case: &AttentionCase) -> Self {
-        let convert =
-            |values: &[f64]| -> Vec<T> { values.iter().map(|&v| T::from(v).unwrap()).collect() };
-        let rank = |key: &str| case.lora.get(key).map_or(0, |lora| lora.rank);
-        let has_bias = |key: &str| case.bias.contains_key(key);
-        Owned {
-            config: AttentionConfig {
-                dim: case.d,
-                heads: case.heads,
-                kv_heads: case.kv_heads,
-                causal: case.causal,
-                rope: case.rope_base.map(|base| RotaryEmbedding {
-                    base: T::from(base).unwrap(),
-                }),
-                output_projection: case.wo.is_some(),
-                biases: PerProjection {
-                    query: has_bias("q"),
-                    key: has_bias("k"),
-                    value: has_bias("v"),
-                    output: has_bias("o"),
-                },
-                ranks: PerProjection {
-                    query: rank("q"),
-                    key: rank("k"),
-                    value: rank("v"),
-                    output: rank("o"),
-                },
-            },
-            x: convert(&case.x),
-            wq: convert(&case.wq),
-            wk: convert(&case.wk),
-            wv: convert(&case.wv),
-            wo: case.wo.as_deref().map(convert).unwrap_or_default(),
-            biases: KEYS.map(|key| case.bias.get(key).map(|b| convert(b)).unwrap_or_default()),
-            adapters: KEYS.map(|key| match case.lora.get(key) {
-                Some(lora) => (
-                    convert(&lora.a),
-                    convert(&lora.b),
-                    Scaling::AlphaOverRank {
-                        alpha: T::from(lora.alpha).unwrap(),
-                    },
-                ),
-                None => (Vec::new(), Vec::new(), Scaling::One),
-            }),
-        }
-    }
-
-    fn weights(&self) -> AttentionWeights<'_, T> {
-        let adapter =
-            |i: usize| Adapter::new(&self.adapters[i].0, &self.adapters[i].1, self.adapters[i].2);
-        AttentionWeights {
-            wq: &self.wq,
-            wk: &self.wk,
-            wv: &self.wv,
-            wo: &self.wo,
-            biases: PerProjection {
-                query: &self.biases[0],
-                key: &self.biases[1],
-                value: &self.biases[2],
-                output: &self.biases[3],
-            },
-            adapters: PerProjection {
-                query: adapter(0),
-                key: adapter(1),
-                value: adapter(2),
-                output: adapter(3),
-            },
-        }
-    }
-
-    fn seq_len(&self) -> usize {
-        self.x.len() / self.config.dim
-    }
-
+impl<T: Real> OwnedCase<T> {
     /// Returns every form the configuration supports: streaming only without
     /// rotary embedding, with blocks of 1 and 2 rows.
     fn forms(&self) -> Vec<Form> {
@@ -417,51 +328,6 @@ impl<T: Real> Owned<T> {
             forms.push(Form::Streaming { block_rows: 2 });
         }
         forms
-    }
-
-    fn run(&self, x: &[T], form: Form, adapters: AdapterMode) -> Result<Vec<T>, Error> {
-        let plan = Plan {
-            seq_len: x.len() / self.config.dim,
-            form,
-            adapters,
-        };
-        let mut scratch = vec![T::nan(); self.config.scratch_len(plan).unwrap()];
-        let mut out = vec![T::nan(); x.len()];
-        multi_head_attention(
-            &self.config,
-            plan,
-            x,
-            &self.weights(),
-            &mut scratch,
-            &mut out,
-        )?;
-        Ok(out)
-    }
-
-    /// Decodes every token and returns the output rows.
-    fn decode_all(&self, mode: AdapterMode) -> Result<Vec<T>, Error> {
-        let n = self.seq_len();
-        let cache_len = self.config.cache_len(n).unwrap();
-        let mut keys = vec![T::nan(); cache_len];
-        let mut values = vec![T::nan(); cache_len];
-        let mut cache = KvCache::new(&self.config, &mut keys, &mut values)?;
-        let mut scratch = vec![T::nan(); self.config.decode_scratch_len(mode).unwrap()];
-        let mut rows = Vec::new();
-        for x_row in self.x.chunks(self.config.dim) {
-            let mut out = vec![T::nan(); self.config.dim];
-            let weights = self.weights();
-            decode_step(
-                &self.config,
-                mode,
-                &weights,
-                &mut cache,
-                x_row,
-                &mut scratch,
-                &mut out,
-            )?;
-            rows.extend(out);
-        }
-        Ok(rows)
     }
 }
 
@@ -655,16 +521,16 @@ proptest! {
     #[test]
     fn multi_head_forms_match_reference(case in multi_head_case(true, true)) {
         let expected = reference_multihead(&case);
-        let wide = Owned::<f64>::new(&case);
-        let narrow = Owned::<f32>::new(&case);
+        let wide = OwnedCase::<f64>::new(&case);
+        let narrow = OwnedCase::<f32>::new(&case);
         for form in wide.forms() {
             for mode in MODES {
-                let out = wide.run(&wide.x, form, mode);
+                let out = wide.run(form, mode);
                 let out = out.map_err(|error| TestCaseError::fail(format!("{form:?} {mode:?}: {error}")))?;
                 let error = relative_error(&out, &expected);
                 prop_assert!(error <= F64_TOLERANCE, "{:?} {:?}: f64 relative error {:e}", form, mode, error);
 
-                let out = narrow.run(&narrow.x, form, mode);
+                let out = narrow.run(form, mode);
                 let out = out.map_err(|error| TestCaseError::fail(format!("{form:?} {mode:?} f32: {error}")))?;
                 let error = relative_error(&widen(&out), &expected);
                 prop_assert!(error <= F32_TOLERANCE, "{:?} {:?}: f32 relative error {:e}", form, mode, error);
@@ -696,12 +562,12 @@ proptest! {
 
     #[test]
     fn permuted_rows_permute_multi_head_output((case, permutation) in multi_head_and_permutation()) {
-        let owned = Owned::<f64>::new(&case);
+        let owned = OwnedCase::<f64>::new(&case);
         let permuted_x = permute_rows(&case.x, case.d, &permutation);
         for form in owned.forms() {
             for mode in MODES {
-                let out = owned.run(&owned.x, form, mode).unwrap();
-                let permuted_out = owned.run(&permuted_x, form, mode).unwrap();
+                let out = owned.run(form, mode).unwrap();
+                let permuted_out = owned.run_on(&permuted_x, form, mode).unwrap();
                 let expected = permute_rows(&out, case.d, &permutation);
                 let error = reorder_error(&permuted_out, &expected);
                 prop_assert!(error <= REORDER_TOLERANCE, "{:?} {:?}: {:e}", form, mode, error);
@@ -751,12 +617,12 @@ proptest! {
                 b: vec![0.0; out * rank],
             });
         }
-        let without = Owned::<f64>::new(&without);
-        let with_zeros = Owned::<f64>::new(&with_zeros);
+        let without = OwnedCase::<f64>::new(&without);
+        let with_zeros = OwnedCase::<f64>::new(&with_zeros);
         for form in without.forms() {
             for mode in MODES {
-                let expected = without.run(&without.x, form, mode).unwrap();
-                let out = with_zeros.run(&with_zeros.x, form, mode).unwrap();
+                let expected = without.run(form, mode).unwrap();
+                let out = with_zeros.run(form, mode).unwrap();
                 prop_assert_eq!(&out, &expected, "{:?} {:?}", form, mode);
             }
         }
@@ -776,15 +642,15 @@ proptest! {
         let mut causal = case.clone();
         causal.causal = true;
         let expected = reference_multihead(&causal);
-        let owned = Owned::<f64>::new(&case);
-        let causal_owned = Owned::<f64>::new(&causal);
+        let owned = OwnedCase::<f64>::new(&case);
+        let causal_owned = OwnedCase::<f64>::new(&causal);
         for mode in MODES {
             let rows = owned.decode_all(mode);
             let rows = rows.map_err(|error| TestCaseError::fail(format!("{mode:?}: {error}")))?;
             let error = relative_error(&rows, &expected);
             prop_assert!(error <= F64_TOLERANCE, "{:?} against the reference: {:e}", mode, error);
 
-            let full = causal_owned.run(&causal_owned.x, Form::KeepKeyValue, mode).unwrap();
+            let full = causal_owned.run(Form::KeepKeyValue, mode).unwrap();
             let error = relative_error(&rows, &full);
             prop_assert!(error <= F64_TOLERANCE, "{:?} against the causal form: {:e}", mode, error);
         }

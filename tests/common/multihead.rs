@@ -1,11 +1,16 @@
-//! The generalised attention cases: a reader for the JSON files and a plain
-//! reference written from their definition, independent of the kernel.
+//! The generalised attention cases: a reader for the JSON files, a plain reference
+//! written from their definition independently of the kernel, and a conversion of a
+//! case into the slices the kernel takes.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use lora_attention::{
+    decode_step, multi_head_attention, Adapter, AdapterMode, AttentionConfig, AttentionWeights,
+    Error, Form, KvCache, PerProjection, Plan, Real, RotaryEmbedding, Scaling,
+};
 use serde_json::Value;
 
 /// One adapter as a case file gives it.
@@ -216,5 +221,166 @@ pub fn reference_multihead(case: &AttentionCase) -> Vec<f64> {
     match &case.wo {
         Some(wo) => project(&heads, &adapted("o", wo, d), d, "o"),
         None => heads,
+    }
+}
+
+/// The projections in the order of [`PerProjection`]'s fields, as the case files
+/// name them.
+pub const KEYS: [&str; 4] = ["q", "k", "v", "o"];
+
+/// Converts case values to one float type.
+pub fn convert<T: Real>(values: &[f64]) -> Vec<T> {
+    values.iter().map(|&v| T::from(v).unwrap()).collect()
+}
+
+/// Returns the kernel's scaling for an adapter's `scaling` kind and `alpha`.
+pub fn scaling<T: Real>(lora: &LoraCase) -> Scaling<T> {
+    let alpha = T::from(lora.alpha).unwrap();
+    match lora.scaling.as_str() {
+        "one" => Scaling::One,
+        "alpha_over_r" => Scaling::AlphaOverRank { alpha },
+        "rslora" => Scaling::AlphaOverSqrtRank { alpha },
+        other => panic!("unknown scaling kind {other}"),
+    }
+}
+
+/// A case converted to one float type, owning the slices the kernel borrows.
+pub struct OwnedCase<T> {
+    pub config: AttentionConfig<T>,
+    pub x: Vec<T>,
+    pub wq: Vec<T>,
+    pub wk: Vec<T>,
+    pub wv: Vec<T>,
+    pub wo: Vec<T>,
+    /// Biases in [`KEYS`] order, empty where the case has none.
+    pub biases: [Vec<T>; 4],
+    /// Adapters `(A, B, scaling)` in [`KEYS`] order, empty where the case has none.
+    pub adapters: [(Vec<T>, Vec<T>, Scaling<T>); 4],
+}
+
+impl<T: Real> OwnedCase<T> {
+    /// Converts `case` and derives its configuration.
+    pub fn new(case: &AttentionCase) -> Self {
+        let rank = |key: &str| case.lora.get(key).map_or(0, |lora| lora.rank);
+        let has_bias = |key: &str| case.bias.contains_key(key);
+        let config = AttentionConfig {
+            dim: case.d,
+            heads: case.heads,
+            kv_heads: case.kv_heads,
+            causal: case.causal,
+            rope: case.rope_base.map(|base| RotaryEmbedding {
+                base: T::from(base).unwrap(),
+            }),
+            output_projection: case.wo.is_some(),
+            biases: PerProjection {
+                query: has_bias("q"),
+                key: has_bias("k"),
+                value: has_bias("v"),
+                output: has_bias("o"),
+            },
+            ranks: PerProjection {
+                query: rank("q"),
+                key: rank("k"),
+                value: rank("v"),
+                output: rank("o"),
+            },
+        };
+        OwnedCase {
+            config,
+            x: convert(&case.x),
+            wq: convert(&case.wq),
+            wk: convert(&case.wk),
+            wv: convert(&case.wv),
+            wo: case.wo.as_deref().map(convert).unwrap_or_default(),
+            biases: KEYS.map(|key| case.bias.get(key).map(|b| convert(b)).unwrap_or_default()),
+            adapters: KEYS.map(|key| match case.lora.get(key) {
+                Some(lora) => (convert(&lora.a), convert(&lora.b), scaling(lora)),
+                None => (Vec::new(), Vec::new(), Scaling::One),
+            }),
+        }
+    }
+
+    /// Borrows the weights as the kernel takes them.
+    pub fn weights(&self) -> AttentionWeights<'_, T> {
+        let adapter = |index: usize| {
+            let (a, b, scaling) = &self.adapters[index];
+            Adapter::new(a, b, *scaling)
+        };
+        AttentionWeights {
+            wq: &self.wq,
+            wk: &self.wk,
+            wv: &self.wv,
+            wo: &self.wo,
+            biases: PerProjection {
+                query: &self.biases[0],
+                key: &self.biases[1],
+                value: &self.biases[2],
+                output: &self.biases[3],
+            },
+            adapters: PerProjection {
+                query: adapter(0),
+                key: adapter(1),
+                value: adapter(2),
+                output: adapter(3),
+            },
+        }
+    }
+
+    /// Returns the number of tokens in `x`.
+    pub fn seq_len(&self) -> usize {
+        self.x.len() / self.config.dim
+    }
+
+    /// Runs [`multi_head_attention`] on the case's own input rows.
+    pub fn run(&self, form: Form, adapters: AdapterMode) -> Result<Vec<T>, Error> {
+        self.run_on(&self.x, form, adapters)
+    }
+
+    /// Runs [`multi_head_attention`] on other input rows with the case's weights.
+    pub fn run_on(&self, x: &[T], form: Form, adapters: AdapterMode) -> Result<Vec<T>, Error> {
+        let plan = Plan {
+            seq_len: x.len() / self.config.dim,
+            form,
+            adapters,
+        };
+        let mut scratch = vec![T::nan(); self.config.scratch_len(plan).unwrap()];
+        let mut out = vec![T::nan(); x.len()];
+        multi_head_attention(
+            &self.config,
+            plan,
+            x,
+            &self.weights(),
+            &mut scratch,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Decodes every token with [`decode_step`] and returns the output rows.
+    ///
+    /// Panics when the cache does not end up containing every token.
+    pub fn decode_all(&self, mode: AdapterMode) -> Result<Vec<T>, Error> {
+        let n = self.seq_len();
+        let cache_len = self.config.cache_len(n).unwrap();
+        let mut keys = vec![T::nan(); cache_len];
+        let mut values = vec![T::nan(); cache_len];
+        let mut cache = KvCache::new(&self.config, &mut keys, &mut values)?;
+        let mut scratch = vec![T::nan(); self.config.decode_scratch_len(mode).unwrap()];
+        let mut rows = Vec::new();
+        for x_row in self.x.chunks(self.config.dim) {
+            let mut out = vec![T::nan(); self.config.dim];
+            decode_step(
+                &self.config,
+                mode,
+                &self.weights(),
+                &mut cache,
+                x_row,
+                &mut scratch,
+                &mut out,
+            )?;
+            rows.extend(out);
+        }
+        assert_eq!(cache.len(), n, "cached tokens after decoding every row");
+        Ok(rows)
     }
 }
