@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{judge_cases_with_output, reference_attention, relative_error, Random};
+use common::{judge_cases_with_output, reference_attention, relative_error, unadapted, Random};
 use lora_attention::{
     attention, attention_blocked, write_judge_line, Adapter, Dimension, Error, Operand, Projection,
     Scaling, Shape, Weights,
@@ -450,12 +450,7 @@ fn query_overflow_is_reported_with_nan_output() {
     let x = [1e200, 1e200, -1e200, 1e200];
     let wq = [1e200; 4];
     let ones = [1.0; 4];
-    let weights = Weights {
-        wq: &wq,
-        wk: &ones,
-        wv: &ones,
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&wq, &ones, &ones);
     let (error, out) = run_overflowing(shape, &x, &weights);
     assert_eq!(
         error,
@@ -492,12 +487,7 @@ fn key_and_value_overflow_are_reported() {
     let x = [1e300, 1e300];
     let small = [1e-300; 4];
     let large = [1e10; 4];
-    let weights = Weights {
-        wq: &small,
-        wk: &large,
-        wv: &small,
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&small, &large, &small);
     let (error, _) = run_overflowing(shape, &x, &weights);
     assert_eq!(
         error,
@@ -507,12 +497,7 @@ fn key_and_value_overflow_are_reported() {
         }
     );
 
-    let weights = Weights {
-        wq: &small,
-        wk: &small,
-        wv: &large,
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&small, &small, &large);
     let (error, _) = run_overflowing(shape, &x, &weights);
     assert_eq!(
         error,
@@ -527,12 +512,7 @@ fn key_and_value_overflow_are_reported() {
 fn score_overflow_is_reported() {
     // q = k = 1e160 each: finite, but q . k = 1e320 is not.
     let shape = Shape::new(2, 1, 0);
-    let weights = Weights {
-        wq: &[1.0],
-        wk: &[1.0],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1.0], &[1.0], &[1.0]);
     let (error, out) = run_overflowing(shape, &[1e160, 1.0], &weights);
     assert_eq!(
         error,
@@ -549,12 +529,7 @@ fn score_overflow_index_counts_earlier_blocks() {
     // Only the last query row overflows; with one row per block the index must
     // still be its position in the whole score matrix.
     let shape = Shape::new(3, 1, 0);
-    let weights = Weights {
-        wq: &[1.0],
-        wk: &[1.0],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1.0], &[1.0], &[1.0]);
     let x = [1.0, 2.0, 1e160];
     let mut scratch = vec![0.0; shape.blocked_attention_scratch_len(1).unwrap()];
     let mut out = [0.0; 3];
@@ -572,12 +547,7 @@ fn score_overflow_index_counts_earlier_blocks() {
 fn huge_scores_pick_the_best_key() {
     // Scores of order 1e300 and -1e300: exp(s - max) must neither overflow nor give 0/0.
     let shape = Shape::new(2, 1, 0);
-    let weights = Weights {
-        wq: &[1e150],
-        wk: &[1e150],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1e150], &[1e150], &[1.0]);
     let x = [1.0, -1.0];
     let out = run_f64(shape, &x, &weights).unwrap();
     // Row 0 scores (1e300, -1e300): all weight on key 0, whose value is 1.
@@ -588,12 +558,7 @@ fn huge_scores_pick_the_best_key() {
 #[test]
 fn equal_scores_average_the_values() {
     let shape = Shape::new(3, 1, 0);
-    let weights = Weights {
-        wq: &[0.0],
-        wk: &[1.0],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[0.0], &[1.0], &[1.0]);
     let out = run_f64(shape, &[1.0, 2.0, 6.0], &weights).unwrap();
     assert_eq!(out, vec![3.0, 3.0, 3.0]);
 }

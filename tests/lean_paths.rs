@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{judge_cases_with_output, reference_attention, relative_error, Random};
+use common::{judge_cases_with_output, reference_attention, relative_error, unadapted, Random};
 use lora_attention::{
     attention, attention_blocked, attention_factored, attention_streaming, merge_in_place,
     unmerge_in_place, write_judge_line, Adapter, AdapterShape, Error, Operand, Projection, Real,
@@ -314,12 +314,7 @@ fn every_path_survives_extreme_scores() {
     // Scores of about +-1e300: without the maximum subtracted exp overflows, and a
     // careless online softmax computes 0/0.
     let shape = Shape::new(3, 1, 0);
-    let weights = Weights {
-        wq: &[1e150],
-        wk: &[1e150],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1e150], &[1e150], &[1.0]);
     assert_every_path(shape, &[1.0, -1.0, 0.5], &weights, &[1.0, -1.0, 1.0]);
 }
 
@@ -328,12 +323,7 @@ fn every_path_handles_growing_maximum() {
     // Keys in increasing order make the streaming maximum grow at every key, with
     // rescaling factors that underflow to zero.
     let shape = Shape::new(12, 1, 0);
-    let weights = Weights {
-        wq: &[1e3],
-        wk: &[1e3],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1e3], &[1e3], &[1.0]);
     let x: Vec<f64> = (0..12).map(|i| f64::from(i) / 11.0).collect();
     // Query 0 scores all keys 0: the average of x. Every other query's largest score
     // beats the next by at least 1e6 * (1/11) / 11: all weight on the last key.
@@ -349,12 +339,7 @@ fn every_path_handles_growing_maximum() {
 #[test]
 fn every_path_averages_equal_scores() {
     let shape = Shape::new(4, 1, 0);
-    let weights = Weights {
-        wq: &[0.0],
-        wk: &[1.0],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[0.0], &[1.0], &[1.0]);
     assert_every_path(shape, &[1.0, 2.0, 3.0, 6.0], &weights, &[3.0; 4]);
 }
 
@@ -373,12 +358,7 @@ fn every_path_single_row_is_value() {
 #[test]
 fn every_path_reports_score_overflow_with_nan_output() {
     let shape = Shape::new(2, 1, 0);
-    let weights = Weights {
-        wq: &[1.0],
-        wk: &[1.0],
-        wv: &[1.0],
-        adapter: Adapter::none(),
-    };
+    let weights = unadapted(&[1.0], &[1.0], &[1.0]);
     for path in PATHS {
         let mut scratch = vec![0.0; path.scratch_len(shape)];
         let mut out = vec![0.0_f64; 2];

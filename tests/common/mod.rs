@@ -6,7 +6,17 @@
 
 use std::path::PathBuf;
 
-use lora_attention::{Adapter, Scaling, Shape, Weights};
+use lora_attention::{Adapter, Real, Scaling, Shape, Weights};
+
+/// Returns weights without an adapter.
+pub fn unadapted<'a, T: Real>(wq: &'a [T], wk: &'a [T], wv: &'a [T]) -> Weights<'a, T> {
+    Weights {
+        wq,
+        wk,
+        wv,
+        adapter: Adapter::none(),
+    }
+}
 
 /// One judge problem read from a `.in` file.
 #[derive(Clone, Debug)]
