@@ -139,14 +139,8 @@ fn scan_short_decimal_bytes(bytes: &[u8]) -> Option<(f64, usize)> {
     }
 
     // Step 3: one correctly rounded operation on exact operands.
-    let power = exponent - fraction_digits;
-    let scale = *POWERS_OF_TEN.get(power.unsigned_abs() as usize)?;
-    let magnitude = if power < 0 {
-        mantissa as f64 / scale
-    } else {
-        mantissa as f64 * scale
-    };
-    Some((if negative { -magnitude } else { magnitude }, index))
+    let value = exact_decimal(mantissa, exponent - fraction_digits, negative)?;
+    Some((value, index))
 }
 
 /// Scans like [`scan_short_decimal`], reading the digits 8 bytes at a time.
@@ -198,14 +192,23 @@ fn scan_short_decimal_words(bytes: &[u8]) -> Option<(f64, usize)> {
     }
 
     // Step 3: one correctly rounded operation on exact operands.
-    let power = exponent - fraction_digits;
+    let value = exact_decimal(mantissa, exponent - fraction_digits, negative)?;
+    Some((value, index))
+}
+
+/// Returns `mantissa * 10^power` with the sign, rounded once.
+///
+/// The caller keeps `mantissa` at or below `2^53` so that it converts exactly.
+/// Returns `None` when `10^|power|` is not exact in `f64` (beyond `10^22`).
+#[inline(always)]
+fn exact_decimal(mantissa: u64, power: i32, negative: bool) -> Option<f64> {
     let scale = *POWERS_OF_TEN.get(power.unsigned_abs() as usize)?;
     let magnitude = if power < 0 {
         mantissa as f64 / scale
     } else {
         mantissa as f64 * scale
     };
-    Some((if negative { -magnitude } else { magnitude }, index))
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// Powers of ten as integers, for joining digit runs.
