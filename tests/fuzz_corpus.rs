@@ -18,12 +18,15 @@ mod common;
 mod kernel_paths;
 #[path = "../fuzz/bodies/multi_head.rs"]
 mod multi_head;
+#[path = "../fuzz/replay.rs"]
+mod replay;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use cases::{attention_cases, AttentionCase};
 use common::{judge_cases_with_output, JudgeCase};
+use replay::replay_corpus;
 
 /// Returns the stored corpus folder of a fuzz target.
 fn corpus_dir(target: &str) -> PathBuf {
@@ -32,41 +35,14 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// Runs `body` on every file of a target's corpus and fails with the names of the
-/// files whose run panicked. An empty or missing folder fails too, so that a lost
-/// corpus cannot pass.
-fn run_corpus(target: &str, body: fn(&[u8])) {
-    let dir = corpus_dir(target);
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            path.is_file() && !name.starts_with('.')
-        })
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "{} holds no inputs", dir.display());
-
-    let failures: Vec<String> = paths
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("corpus file is readable");
-            catch_unwind(AssertUnwindSafe(|| body(&data))).is_err()
-        })
-        .map(|path| path.display().to_string())
-        .collect();
-    assert!(failures.is_empty(), "inputs that panic: {failures:#?}");
-}
-
 #[test]
 fn kernel_paths_corpus_passes() {
-    run_corpus("kernel_paths", kernel_paths::run);
+    replay_corpus(&corpus_dir("kernel_paths"), kernel_paths::run);
 }
 
 #[test]
 fn multi_head_corpus_passes() {
-    run_corpus("multi_head", multi_head::run);
+    replay_corpus(&corpus_dir("multi_head"), multi_head::run);
 }
 
 /// Builds fuzz inputs in the byte format of fuzz/bodies/input.rs.
